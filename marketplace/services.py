@@ -1,0 +1,260 @@
+"""Writes of the shared kernel: sign-up, organizations, invitations, API keys, the audit log."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from marketplace.models import (
+    ApiKey,
+    ApiKeyScope,
+    AuditLogEntry,
+    Invitation,
+    Membership,
+    Organization,
+    OrganizationKind,
+    Role,
+    User,
+)
+from marketplace.selectors import user_can_manage
+
+API_KEY_PREFIX = "sx"
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 of a high-entropy secret; such secrets need no slow password hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def audit_log_record(
+    *, action: str, actor=None, organization: Organization | None = None, target=None, data=None
+) -> AuditLogEntry:
+    """Append one entry to the audit log."""
+    return AuditLogEntry.objects.create(
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        organization=organization,
+        action=action,
+        object_type=target._meta.label if target is not None else "",
+        object_id=str(target.pk) if target is not None else "",
+        data=data or {},
+    )
+
+
+def user_sign_up(*, email: str, password: str, full_name: str = "") -> User:
+    """Create a user account (the password is validated by the form that calls this)."""
+    email = email.strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise ValidationError({"email": "A user with this e-mail address already exists."})
+    return User.objects.create_user(email=email, password=password, full_name=full_name.strip())
+
+
+def _slug_unique(name: str) -> str:
+    base = slugify(name)[:60] or "org"
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def organization_create(*, user: User, name: str, kind: str) -> Organization:
+    """Create an organization with the user as its owner."""
+    if kind not in OrganizationKind.values:
+        raise ValidationError({"kind": f"Unknown organization kind {kind!r}."})
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "An organization needs a name."})
+    organization = Organization.objects.create(name=name, slug=_slug_unique(name), kind=kind)
+    Membership.objects.create(user=user, organization=organization, role=Role.OWNER)
+    audit_log_record(
+        action="organization.created", actor=user, organization=organization, target=organization
+    )
+    return organization
+
+
+def _assert_manager(*, user: User, organization: Organization) -> None:
+    if not user_can_manage(user=user, organization=organization):
+        raise PermissionDenied("Only an owner or admin of the organization may do this.")
+
+
+@transaction.atomic
+def invitation_create(
+    *, organization: Organization, email: str, role: str, invited_by: User
+) -> tuple[Invitation, str]:
+    """Invite an address to the organization; returns the invitation and its one-time token.
+
+    The e-mail goes out after commit, so a rolled-back invitation never reaches anyone.
+    """
+    _assert_manager(user=invited_by, organization=organization)
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}."})
+    if role == Role.OWNER and not organization.memberships.filter(
+        user=invited_by, role=Role.OWNER
+    ).exists():
+        raise PermissionDenied("Only an owner may invite another owner.")
+    email = email.strip().lower()
+    if organization.memberships.filter(user__email__iexact=email).exists():
+        raise ValidationError({"email": f"{email} is already a member of {organization}."})
+    if organization.invitations.filter(
+        email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).exists():
+        raise ValidationError({"email": f"An invitation to {email} is already pending."})
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organization=organization,
+        email=email,
+        role=role,
+        token_hash=token_hash(token),
+        invited_by=invited_by,
+        expires_at=timezone.now() + timedelta(days=settings.INVITATION_VALID_DAYS),
+    )
+    transaction.on_commit(lambda: invitation_email_send(invitation=invitation, token=token))
+    audit_log_record(
+        action="invitation.created",
+        actor=invited_by,
+        organization=organization,
+        target=invitation,
+        data={"email": email, "role": role},
+    )
+    return invitation, token
+
+
+def invitation_email_send(*, invitation: Invitation, token: str) -> None:
+    """E-mail the invitee its link (called after the invitation is committed)."""
+    link = settings.SITE_URL.rstrip("/") + reverse("invitation_accept", args=[token])
+    inviter = invitation.invited_by.email if invitation.invited_by else "Someone"
+    send_mail(
+        subject=f"{inviter} invites you to {invitation.organization} on Segment Exchange",
+        message=(
+            f"{inviter} invites you to join {invitation.organization} as "
+            f"{invitation.get_role_display().lower()} on Segment Exchange.\n\n"
+            f"Accept the invitation: {link}\n\n"
+            f"The link is valid until {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+    Invitation.objects.filter(pk=invitation.pk).update(sent_at=timezone.now())
+
+
+def invitation_find(*, token: str) -> Invitation | None:
+    return (
+        Invitation.objects.select_related("organization", "invited_by")
+        .filter(token_hash=token_hash(token))
+        .first()
+    )
+
+
+def invitation_problem(invitation: Invitation | None) -> str | None:
+    """Why an invitation cannot be accepted, in words for the invitee; None when it can."""
+    if invitation is None:
+        return "This invitation link is not valid."
+    if invitation.revoked_at:
+        return "This invitation was withdrawn."
+    if invitation.accepted_at:
+        return "This invitation has already been accepted."
+    if invitation.expires_at <= timezone.now():
+        return "This invitation has expired; ask for a new one."
+    return None
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User) -> Membership:
+    """Join the organization of an invitation addressed to the user's e-mail address."""
+    invitation = invitation_find(token=token)
+    if invitation is not None:
+        invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    problem = invitation_problem(invitation)
+    if problem:
+        raise ValidationError(problem)
+    if invitation.email.lower() != user.email.lower():
+        raise PermissionDenied(
+            f"This invitation is addressed to {invitation.email}; sign in with that address."
+        )
+    membership, _ = Membership.objects.get_or_create(
+        user=user, organization=invitation.organization, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit_log_record(
+        action="invitation.accepted",
+        actor=user,
+        organization=invitation.organization,
+        target=invitation,
+    )
+    return membership
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, user: User) -> Invitation:
+    _assert_manager(user=user, organization=invitation.organization)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is None and invitation.revoked_at is None:
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit_log_record(
+            action="invitation.revoked",
+            actor=user,
+            organization=invitation.organization,
+            target=invitation,
+        )
+    return invitation
+
+
+@transaction.atomic
+def api_key_create(
+    *, organization: Organization, name: str, scope: str, created_by: User
+) -> tuple[ApiKey, str]:
+    """Issue an API key; returns the record and the key itself, which is never stored."""
+    _assert_manager(user=created_by, organization=organization)
+    if scope not in ApiKeyScope.values:
+        raise ValidationError({"scope": f"Unknown scope {scope!r}; use read or write."})
+    prefix = secrets.token_hex(4)
+    key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        organization=organization,
+        name=name.strip() or "API key",
+        prefix=prefix,
+        key_hash=token_hash(key),
+        scope=scope,
+        created_by=created_by,
+    )
+    audit_log_record(
+        action="api_key.created",
+        actor=created_by,
+        organization=organization,
+        target=api_key,
+        data={"scope": scope, "prefix": prefix},
+    )
+    return api_key, key
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, user: User) -> ApiKey:
+    _assert_manager(user=user, organization=api_key.organization)
+    api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        audit_log_record(
+            action="api_key.revoked", actor=user, organization=api_key.organization, target=api_key
+        )
+    return api_key
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """The active or revoked key record matching a presented key, or None."""
+    return (
+        ApiKey.objects.select_related("organization")
+        .filter(key_hash=token_hash(key.strip()))
+        .first()
+    )

@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from marketplace import views
+from providers.console import console_site
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("accounts/signup/", views.sign_up, name="signup"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("organizations/new/", views.organization_new, name="organization_new"),
+    path("organizations/switch/", views.organization_switch, name="organization_switch"),
+    path("organizations/<slug:slug>/", views.organization_detail, name="organization_detail"),
+    path(
+        "organizations/<slug:slug>/invitations/<int:pk>/revoke/",
+        views.invitation_revoke_view,
+        name="invitation_revoke",
+    ),
+    path(
+        "organizations/<slug:slug>/api-keys/<int:pk>/revoke/",
+        views.api_key_revoke_view,
+        name="api_key_revoke",
+    ),
+    path("invitations/<str:token>/", views.invitation_accept_view, name="invitation_accept"),
+    path("providers/", include("providers.urls")),
+    path("console/", console_site.urls),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("marketplace.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

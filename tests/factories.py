@@ -1,0 +1,121 @@
+"""factory_boy factories for every model the tests build."""
+
+import factory
+from django.utils import timezone
+
+from marketplace.models import Membership, Organization, OrganizationKind, Role, User
+from providers.models import (
+    Network,
+    NetworkTechnology,
+    Offer,
+    ProviderProfile,
+    ProviderStatus,
+    RoutingPath,
+    RoutingPathHop,
+    Service,
+)
+
+PASSWORD = "correct-horse-battery-9"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    full_name = factory.Faker("name")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class StaffUserFactory(UserFactory):
+    is_staff = True
+    is_superuser = True
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Organization {n}")
+    slug = factory.Sequence(lambda n: f"organization-{n}")
+    kind = OrganizationKind.RECIPIENT
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    organization = factory.SubFactory(OrganizationFactory)
+    role = Role.OWNER
+
+
+class ProviderProfileFactory(factory.django.DjangoModelFactory):
+    """A provider awaiting verification; use ``VerifiedProviderFactory`` for one that sells."""
+
+    class Meta:
+        model = ProviderProfile
+
+    organization = factory.SubFactory(OrganizationFactory, kind=OrganizationKind.PROVIDER)
+    legal_name = factory.LazyAttribute(lambda o: f"{o.organization.name} Ltd")
+    contact_name = factory.Faker("name")
+    contact_email = factory.Sequence(lambda n: f"noc{n}@provider.example")
+
+
+class VerifiedProviderFactory(ProviderProfileFactory):
+    status = ProviderStatus.VERIFIED
+    verified_at = factory.LazyFunction(timezone.now)
+
+
+class NetworkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Network
+
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    name = factory.Sequence(lambda n: f"Network {n}")
+    technology = NetworkTechnology.FIBER
+    region = "eu-west"
+
+
+class RoutingPathFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RoutingPath
+
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    name = factory.Sequence(lambda n: f"Path {n}")
+    capacity_mbps = 1000
+
+
+class RoutingPathHopFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RoutingPathHop
+
+    path = factory.SubFactory(RoutingPathFactory)
+    position = factory.Sequence(lambda n: n)
+    network = factory.SubFactory(
+        NetworkFactory, provider=factory.SelfAttribute("..path.provider")
+    )
+
+
+class OfferFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Offer
+
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    service = Service.SEGMENTATION
+    price_per_gb_minor = 250
+    price_per_minute_minor = 10
+    currency = "USD"
+
+
+def member_of(organization, *, role=Role.OWNER, user=None) -> User:
+    """A user who belongs to the organization with the role."""
+    user = user or UserFactory()
+    MembershipFactory(user=user, organization=organization, role=role)
+    return user
