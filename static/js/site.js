@@ -1,0 +1,38 @@
+// Small progressive enhancements; every page works without this file.
+(function () {
+  "use strict";
+
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (target.matches("[data-confirm]") && !window.confirm(target.getAttribute("data-confirm"))) {
+      event.preventDefault();
+    }
+    if (target.matches("[data-copy]") && navigator.clipboard) {
+      navigator.clipboard.writeText(target.getAttribute("data-copy")).then(function () {
+        target.textContent = "Copied";
+      });
+    }
+    if (target.matches("[data-add-row]")) {
+      addFormsetRow(target.getAttribute("data-add-row"));
+    }
+  });
+
+  // Clone the last row of a Django formset table and bump the management form's TOTAL_FORMS.
+  function addFormsetRow(prefix) {
+    var table = document.querySelector('[data-formset="' + prefix + '"] tbody');
+    var total = document.getElementById("id_" + prefix + "-TOTAL_FORMS");
+    if (!table || !total) return;
+    var index = parseInt(total.value, 10);
+    var row = table.rows[table.rows.length - 1].cloneNode(true);
+    row.querySelectorAll("input, select").forEach(function (input) {
+      ["name", "id"].forEach(function (attr) {
+        var value = input.getAttribute(attr);
+        if (value) input.setAttribute(attr, value.replace(/-\d+-/, "-" + index + "-"));
+      });
+      if (input.tagName === "INPUT") input.value = "";
+    });
+    row.querySelectorAll(".error").forEach(function (e) { e.remove(); });
+    table.appendChild(row);
+    total.value = index + 1;
+  }
+})();
