@@ -39,7 +39,8 @@ class ProviderApplicationForm(forms.Form):
 
 class NetworkRowForm(forms.Form):
     name = forms.CharField(max_length=100)
-    technology = forms.ChoiceField(choices=NetworkTechnology.choices)
+    # A blank first choice keeps unused rows unchanged, so they are skipped, not validated.
+    technology = forms.ChoiceField(choices=[("", "Choose…"), *NetworkTechnology.choices])
     region = forms.CharField(max_length=100)
 
 

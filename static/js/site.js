@@ -30,6 +30,7 @@
         if (value) input.setAttribute(attr, value.replace(/-\d+-/, "-" + index + "-"));
       });
       if (input.tagName === "INPUT") input.value = "";
+      if (input.tagName === "SELECT") input.selectedIndex = 0;
     });
     row.querySelectorAll(".error").forEach(function (e) { e.remove(); });
     table.appendChild(row);
