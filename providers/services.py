@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from marketplace.models import Organization, OrganizationKind, User
@@ -132,7 +133,9 @@ def provider_verify(*, provider: ProviderProfile, staff_user: User) -> ProviderP
 
 
 @transaction.atomic
-def provider_suspend(*, provider: ProviderProfile, staff_user: User, reason: str) -> ProviderProfile:
+def provider_suspend(
+    *, provider: ProviderProfile, staff_user: User, reason: str
+) -> ProviderProfile:
     """Staff stop a provider from selling (it keeps its data)."""
     if not staff_user.is_staff:
         raise PermissionDenied("Only exchange staff can suspend providers.")
@@ -152,7 +155,10 @@ def provider_suspend(*, provider: ProviderProfile, staff_user: User, reason: str
 
 def network_create(*, provider: ProviderProfile, data: NetworkInput) -> Network:
     network = Network(
-        provider=provider, name=data.name.strip(), technology=data.technology, region=data.region.strip()
+        provider=provider,
+        name=data.name.strip(),
+        technology=data.technology,
+        region=data.region.strip(),
     )
     network.full_clean()
     network.save()
@@ -182,7 +188,8 @@ def routing_path_set_hops(*, path: RoutingPath, network_names: Sequence[str]) ->
         )
     path.hops.all().delete()
     RoutingPathHop.objects.bulk_create(
-        RoutingPathHop(path=path, position=i, network=networks[name]) for i, name in enumerate(names)
+        RoutingPathHop(path=path, position=i, network=networks[name])
+        for i, name in enumerate(names)
     )
 
 
@@ -204,3 +211,93 @@ def offer_create(*, provider: ProviderProfile, data: OfferInput) -> Offer:
     offer.full_clean()
     offer.save()
     return offer
+
+
+class NetworkInUse(Exception):
+    """Raised when a network still carries hops of routing paths and so cannot be deleted."""
+
+    def __init__(self, *, network: Network, path_names: list[str]):
+        self.network = network
+        self.path_names = path_names
+        super().__init__(
+            f"Network {network.name} is a hop of routing path(s) {', '.join(path_names)}; "
+            "change or delete those paths first."
+        )
+
+
+@transaction.atomic
+def network_update(*, network: Network, data: NetworkInput) -> Network:
+    """Rename a network or change its technology or region."""
+    network = Network.objects.select_for_update().get(pk=network.pk)
+    network.name = data.name.strip()
+    network.technology = data.technology
+    network.region = data.region.strip()
+    network.full_clean()
+    network.save(update_fields=["name", "technology", "region"])
+    return network
+
+
+def _paths_through(network: Network) -> list[str]:
+    return sorted(
+        RoutingPath.objects.filter(hops__network=network).distinct().values_list("name", flat=True)
+    )
+
+
+@transaction.atomic
+def network_delete(*, network: Network) -> None:
+    """Delete a network that no routing path uses."""
+    network = Network.objects.select_for_update().get(pk=network.pk)
+    paths = _paths_through(network)
+    if paths:
+        raise NetworkInUse(network=network, path_names=paths)
+    try:
+        network.delete()
+    except ProtectedError:
+        # A path took the network as a hop after the check above.
+        raise NetworkInUse(network=network, path_names=_paths_through(network)) from None
+
+
+@transaction.atomic
+def routing_path_update(*, path: RoutingPath, data: RoutingPathInput) -> RoutingPath:
+    """Change a path's name and capacity and replace its hops (network names, ingress first)."""
+    path = RoutingPath.objects.select_for_update().get(pk=path.pk)
+    path.name = data.name.strip()
+    path.capacity_mbps = data.capacity_mbps
+    path.full_clean()
+    path.save(update_fields=["name", "capacity_mbps"])
+    routing_path_set_hops(path=path, network_names=data.hops)
+    return path
+
+
+@transaction.atomic
+def routing_path_delete(*, path: RoutingPath) -> None:
+    """Delete a routing path with its hops."""
+    RoutingPath.objects.select_for_update().get(pk=path.pk).delete()
+
+
+@transaction.atomic
+def offer_update(*, offer: Offer, data: OfferInput, is_active: bool) -> Offer:
+    """Change an offer's service, prices or currency, or pause and resume it."""
+    offer = Offer.objects.select_for_update().get(pk=offer.pk)
+    offer.service = data.service
+    offer.price_per_gb_minor = data.price_per_gb_minor
+    offer.price_per_minute_minor = data.price_per_minute_minor
+    offer.currency = data.currency
+    offer.is_active = is_active
+    offer.full_clean()
+    offer.save(
+        update_fields=[
+            "service",
+            "price_per_gb_minor",
+            "price_per_minute_minor",
+            "currency",
+            "is_active",
+        ]
+    )
+    return offer
+
+
+@transaction.atomic
+def offer_delete(*, offer: Offer) -> None:
+    """Withdraw an offer from the catalogue."""
+    Offer.objects.select_for_update().get(pk=offer.pk).delete()

@@ -1,5 +1,6 @@
 """Errors as RFC 9457 problem details with a stable machine-readable ``code``."""
 
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -69,9 +70,13 @@ def _code_of(exc: exceptions.APIException) -> str:
 
 def problem_exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
+        if hasattr(exc, "error_dict"):
+            errors = dict(exc.message_dict)
+            if NON_FIELD_ERRORS in errors:
+                errors["non_field_errors"] = errors.pop(NON_FIELD_ERRORS)
+        else:
+            errors = {"non_field_errors": exc.messages}
+        exc = exceptions.ValidationError(errors)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, Http404):
@@ -90,6 +95,9 @@ def problem_exception_handler(exc, context):
     else:
         code = _code_of(exc)
         detail = _first_message(exc.detail)
+        if code == "permission_denied" and detail.startswith("CSRF Failed"):
+            # A browser session's unsafe request without the CSRF token.
+            code = "csrf_failed"
         if isinstance(exc, Problem):
             extra.update(exc.extra)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:

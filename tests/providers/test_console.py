@@ -53,7 +53,9 @@ def test_every_console_url_of_another_providers_object_is_404(two_providers, mod
     for method, url in console_urls(model_name, target.pk):
         data = {"post": "yes", "name": "hijacked", "capacity_mbps": 1} if method == "post" else None
         response = getattr(client, method)(url, data)
-        assert response.status_code in (403, 404), f"{method.upper()} {url} gave {response.status_code}"
+        assert response.status_code in (403, 404), (
+            f"{method.upper()} {url} gave {response.status_code}"
+        )
     content_type = ContentType.objects.get_for_model(target)
     shortcut = reverse("console:view_on_site", args=[content_type.pk, target.pk])
     assert client.get(shortcut).status_code == 404
@@ -62,12 +64,14 @@ def test_every_console_url_of_another_providers_object_is_404(two_providers, mod
 
 @pytest.mark.parametrize("model_name", ["network", "routingpath", "offer"])
 def test_the_console_lists_only_the_providers_own_objects(two_providers, model_name):
-    client, a, b, objects = two_providers
+    client, a, _b, objects = two_providers
     response = client.get(reverse(f"console:providers_{model_name}_changelist"))
     assert response.status_code == 200
     shown = {obj.pk for obj in response.context["cl"].result_list}
     assert shown == {objects[a.pk][model_name].pk}
-    own_change = reverse(f"console:providers_{model_name}_change", args=[objects[a.pk][model_name].pk])
+    own_change = reverse(
+        f"console:providers_{model_name}_change", args=[objects[a.pk][model_name].pk]
+    )
     assert client.get(own_change).status_code == 200
 
 
@@ -145,10 +149,20 @@ def test_a_plain_member_sees_the_console_but_cannot_change_anything(two_provider
     assert client.get(reverse("console:providers_offer_changelist")).status_code == 200
     response = client.post(
         reverse("console:providers_offer_change", args=[offer.pk]),
-        {"service": offer.service, "price_per_gb_minor": 1, "price_per_minute_minor": 1, "currency": "USD"},
+        {
+            "service": offer.service,
+            "price_per_gb_minor": 1,
+            "price_per_minute_minor": 1,
+            "currency": "USD",
+        },
     )
     assert response.status_code == 403
-    assert client.post(reverse("console:providers_offer_delete", args=[offer.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        client.post(
+            reverse("console:providers_offer_delete", args=[offer.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
     assert Offer.objects.get(pk=offer.pk).price_per_gb_minor == offer.price_per_gb_minor
 
 
