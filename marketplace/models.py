@@ -106,8 +106,12 @@ MANAGING_ROLES = (Role.OWNER, Role.ADMIN)
 class Membership(models.Model):
     """A user's place in an organization, with a role."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -133,7 +137,9 @@ class Membership(models.Model):
 class Invitation(models.Model):
     """An invitation sent by e-mail to join an organization with a role."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
     email = models.EmailField()
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     token_hash = models.CharField(max_length=64, unique=True)
@@ -173,7 +179,9 @@ class ApiKeyScope(models.TextChoices):
 class ApiKey(models.Model):
     """A per-organization API key. Only its SHA-256 is stored; the key is shown once."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12, unique=True)
     key_hash = models.CharField(max_length=64, unique=True)
@@ -188,7 +196,9 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(scope__in=ApiKeyScope.values), name="apikey_scope_valid")
+            models.CheckConstraint(
+                condition=Q(scope__in=ApiKeyScope.values), name="apikey_scope_valid"
+            )
         ]
 
     def __str__(self):

@@ -52,9 +52,13 @@ def money_parse(text: str, currency: str) -> int:
     try:
         value = Decimal(str(text).replace(",", "").strip())
     except InvalidOperation:
-        raise ValidationError("“%(text)s” is not an amount.", code="invalid_amount", params={"text": text}) from None
+        raise ValidationError(
+            "“%(text)s” is not an amount.", code="invalid_amount", params={"text": text}
+        ) from None
     if not value.is_finite():
-        raise ValidationError("“%(text)s” is not an amount.", code="invalid_amount", params={"text": text})
+        raise ValidationError(
+            "“%(text)s” is not an amount.", code="invalid_amount", params={"text": text}
+        )
     scaled = value.scaleb(exponent)
     if scaled != scaled.to_integral_value():
         raise ValidationError(

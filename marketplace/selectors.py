@@ -30,9 +30,11 @@ def organization_current(*, user, session) -> Organization | None:
 
 
 def user_can_manage(*, user, organization: Organization) -> bool:
-    return memberships_of(user=user).filter(
-        organization=organization, role__in=MANAGING_ROLES
-    ).exists()
+    return (
+        memberships_of(user=user)
+        .filter(organization=organization, role__in=MANAGING_ROLES)
+        .exists()
+    )
 
 
 def invitations_pending(*, organization: Organization) -> QuerySet[Invitation]:

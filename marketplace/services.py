@@ -96,9 +96,10 @@ def invitation_create(
     _assert_manager(user=invited_by, organization=organization)
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
-    if role == Role.OWNER and not organization.memberships.filter(
-        user=invited_by, role=Role.OWNER
-    ).exists():
+    if (
+        role == Role.OWNER
+        and not organization.memberships.filter(user=invited_by, role=Role.OWNER).exists()
+    ):
         raise PermissionDenied("Only an owner may invite another owner.")
     email = email.strip().lower()
     if organization.memberships.filter(user__email__iexact=email).exists():

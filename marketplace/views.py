@@ -53,12 +53,16 @@ def sign_up(request):
             full_name=form.cleaned_data["full_name"],
         )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Welcome to Segment Exchange. Create or join an organization next.")
+        messages.success(
+            request, "Welcome to Segment Exchange. Create or join an organization next."
+        )
         next_url = request.POST.get("next") or request.GET.get("next")
         if next_url and next_url.startswith("/") and not next_url.startswith("//"):
             return redirect(next_url)
         return redirect("dashboard")
-    return render(request, "registration/signup.html", {"form": form, "next": request.GET.get("next", "")})
+    return render(
+        request, "registration/signup.html", {"form": form, "next": request.GET.get("next", "")}
+    )
 
 
 @login_required
@@ -96,9 +100,11 @@ def organization_new(request):
 @login_required
 @require_POST
 def organization_switch(request):
-    membership = memberships_of(user=request.user).filter(
-        organization_id=request.POST.get("organization_id")
-    ).first()
+    membership = (
+        memberships_of(user=request.user)
+        .filter(organization_id=request.POST.get("organization_id"))
+        .first()
+    )
     if membership is None:
         raise Http404("You are not a member of that organization.")
     request.session["organization_id"] = membership.organization_id
@@ -213,5 +219,7 @@ def invitation_accept_view(request, token):
             status=403 if isinstance(error, PermissionDenied) else 200,
         )
     request.session["organization_id"] = membership.organization_id
-    messages.success(request, f"You joined {membership.organization} as {membership.get_role_display().lower()}.")
+    messages.success(
+        request, f"You joined {membership.organization} as {membership.get_role_display().lower()}."
+    )
     return redirect("organization_detail", slug=membership.organization.slug)

@@ -18,7 +18,14 @@ class OfferInline(admin.TabularInline):
 
 @admin.register(ProviderProfile)
 class ProviderProfileAdmin(admin.ModelAdmin):
-    list_display = ["legal_name", "organization", "status", "applied_at", "verified_at", "verified_by"]
+    list_display = [
+        "legal_name",
+        "organization",
+        "status",
+        "applied_at",
+        "verified_at",
+        "verified_by",
+    ]
     list_filter = ["status"]
     search_fields = ["legal_name", "organization__name", "contact_email"]
     readonly_fields = ["status", "applied_at", "verified_at", "verified_by"]
@@ -34,7 +41,9 @@ class ProviderProfileAdmin(admin.ModelAdmin):
     @admin.action(description="Suspend selected providers")
     def suspend_selected(self, request, queryset):
         for provider in queryset:
-            provider_suspend(provider=provider, staff_user=request.user, reason="suspended in admin")
+            provider_suspend(
+                provider=provider, staff_user=request.user, reason="suspended in admin"
+            )
         self.message_user(request, f"Suspended {queryset.count()} provider(s).", messages.WARNING)
 
 
@@ -57,5 +66,11 @@ class NetworkAdmin(admin.ModelAdmin):
 
 @admin.register(Offer)
 class OfferAdmin(admin.ModelAdmin):
-    list_display = ["provider", "service", "price_per_gb_minor", "price_per_minute_minor", "currency"]
+    list_display = [
+        "provider",
+        "service",
+        "price_per_gb_minor",
+        "price_per_minute_minor",
+        "currency",
+    ]
     list_filter = ["service"]

@@ -173,6 +173,12 @@ class RoutingPathConsoleAdmin(ProviderScopedAdmin):
 
 @admin.register(Offer, site=console_site)
 class OfferConsoleAdmin(ProviderScopedAdmin):
-    list_display = ["service", "price_per_gb_minor", "price_per_minute_minor", "currency", "is_active"]
+    list_display = [
+        "service",
+        "price_per_gb_minor",
+        "price_per_minute_minor",
+        "currency",
+        "is_active",
+    ]
     list_filter = ["service", "is_active"]
     fields = ["service", "price_per_gb_minor", "price_per_minute_minor", "currency", "is_active"]

@@ -32,7 +32,10 @@ class ProviderApplicationForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("organization") == self.NEW and not cleaned.get("organization_name", "").strip():
+        if (
+            cleaned.get("organization") == self.NEW
+            and not cleaned.get("organization_name", "").strip()
+        ):
             self.add_error("organization_name", "Name the new organization.")
         return cleaned
 
@@ -64,7 +67,9 @@ class _RowFormSet(forms.BaseFormSet):
     """Blank rows are ignored; filled rows are validated."""
 
     def filled(self):
-        return [form.cleaned_data for form in self.forms if form.has_changed() and form.cleaned_data]
+        return [
+            form.cleaned_data for form in self.forms if form.has_changed() and form.cleaned_data
+        ]
 
 
 NetworkFormSet = forms.formset_factory(NetworkRowForm, formset=_RowFormSet, extra=3, max_num=50)
@@ -104,7 +109,10 @@ class OffersForm(forms.Form):
             if not cleaned.get(f"{value}__offered"):
                 continue
             prices = {}
-            for suffix, key in (("per_gb", "price_per_gb_minor"), ("per_minute", "price_per_minute_minor")):
+            for suffix, key in (
+                ("per_gb", "price_per_gb_minor"),
+                ("per_minute", "price_per_minute_minor"),
+            ):
                 field = f"{value}__{suffix}"
                 try:
                     amount = money_parse(cleaned.get(field) or "0", self.currency)

@@ -64,7 +64,8 @@ def provider_apply(request):
                     networks=[NetworkInput(**row) for row in networks.filled()],
                     routing_paths=[RoutingPathInput(**row) for row in paths.filled()],
                     offers=[
-                        OfferInput(currency=currency, **row) for row in offers.cleaned_data["offers"]
+                        OfferInput(currency=currency, **row)
+                        for row in offers.cleaned_data["offers"]
                     ],
                 )
         except PermissionDenied as error:

@@ -98,9 +98,7 @@ class RoutingPathHopFactory(factory.django.DjangoModelFactory):
 
     path = factory.SubFactory(RoutingPathFactory)
     position = factory.Sequence(lambda n: n)
-    network = factory.SubFactory(
-        NetworkFactory, provider=factory.SelfAttribute("..path.provider")
-    )
+    network = factory.SubFactory(NetworkFactory, provider=factory.SelfAttribute("..path.provider"))
 
 
 class OfferFactory(factory.django.DjangoModelFactory):

@@ -19,8 +19,13 @@ NEW_PASSWORD = "plum-orbit-lantern-42"
 def _sign_up(client, email, password=NEW_PASSWORD, next_url=""):
     return client.post(
         reverse("signup") + (f"?next={next_url}" if next_url else ""),
-        {"full_name": "Ada Buyer", "email": email, "password1": password, "password2": password,
-         "next": next_url},
+        {
+            "full_name": "Ada Buyer",
+            "email": email,
+            "password1": password,
+            "password2": password,
+            "next": next_url,
+        },
     )
 
 
@@ -99,7 +104,9 @@ def test_password_reset_mails_a_link_that_sets_a_new_password():
 def test_creating_an_organization_makes_the_creator_its_owner(login_client):
     user = UserFactory()
     client = login_client(user)
-    response = client.post(reverse("organization_new"), {"name": "Acme Buyers", "kind": "recipient"})
+    response = client.post(
+        reverse("organization_new"), {"name": "Acme Buyers", "kind": "recipient"}
+    )
     organization = Organization.objects.get(name="Acme Buyers")
     assert response["Location"] == reverse("organization_detail", args=[organization.slug])
     assert Membership.objects.get(user=user, organization=organization).role == Role.OWNER
@@ -122,7 +129,11 @@ def test_owner_invites_by_email_and_the_invitee_joins_with_the_role(
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             reverse("organization_detail", args=[organization.slug]),
-            {"action": "invite", "invite-email": "New.Colleague@example.com", "invite-role": "admin"},
+            {
+                "action": "invite",
+                "invite-email": "New.Colleague@example.com",
+                "invite-role": "admin",
+            },
         )
     assert response.status_code == 302
     assert len(mail.outbox) == 1
@@ -142,7 +153,9 @@ def test_owner_invites_by_email_and_the_invitee_joins_with_the_role(
     assert "already been accepted" in invitee.get(path).content.decode()
 
 
-def test_invitation_addressed_to_someone_else_is_refused(login_client, django_capture_on_commit_callbacks):
+def test_invitation_addressed_to_someone_else_is_refused(
+    login_client, django_capture_on_commit_callbacks
+):
     organization = OrganizationFactory()
     owner = member_of(organization)
     client = login_client(owner)
@@ -158,7 +171,9 @@ def test_invitation_addressed_to_someone_else_is_refused(login_client, django_ca
     assert not Membership.objects.filter(user__email="wrong@example.com").exists()
 
 
-def test_expired_or_withdrawn_invitations_cannot_be_used(login_client, django_capture_on_commit_callbacks):
+def test_expired_or_withdrawn_invitations_cannot_be_used(
+    login_client, django_capture_on_commit_callbacks
+):
     organization = OrganizationFactory()
     owner = member_of(organization)
     client = login_client(owner)
@@ -239,4 +254,7 @@ def test_switching_organization_changes_who_the_user_acts_for(login_client):
     client.post(reverse("organization_switch"), {"organization_id": second.pk})
     assert client.session["organization_id"] == second.pk
     other = OrganizationFactory()
-    assert client.post(reverse("organization_switch"), {"organization_id": other.pk}).status_code == 404
+    assert (
+        client.post(reverse("organization_switch"), {"organization_id": other.pk}).status_code
+        == 404
+    )

@@ -10,7 +10,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _counts():
-    return [m.objects.count() for m in (User, Organization, ProviderProfile, Network, RoutingPath, Offer)]
+    return [
+        m.objects.count()
+        for m in (User, Organization, ProviderProfile, Network, RoutingPath, Offer)
+    ]
 
 
 def test_seed_demo_creates_verified_providers_and_buyers_and_is_idempotent(capsys):

@@ -88,7 +88,9 @@ def test_an_existing_recipient_organization_can_apply_and_becomes_both():
 
 def test_a_hop_through_an_unknown_network_is_an_error_and_nothing_is_created(login_client):
     client = login_client(UserFactory())
-    response = client.post(reverse("provider_apply"), application(**{"paths-0-hops": "Metro > Nowhere"}))
+    response = client.post(
+        reverse("provider_apply"), application(**{"paths-0-hops": "Metro > Nowhere"})
+    )
     assert response.status_code == 200
     assert "Unknown network(s)" in response.content.decode()
     assert "Nowhere" in response.content.decode()
@@ -163,8 +165,12 @@ def test_unverified_providers_cannot_sell_and_are_not_listed():
     listing = client.get(reverse("provider_list")).content.decode()
     assert verified.legal_name in listing
     assert pending.legal_name not in listing
-    assert client.get(reverse("provider_detail", args=[pending.organization.slug])).status_code == 404
-    detail = client.get(reverse("provider_detail", args=[verified.organization.slug])).content.decode()
+    assert (
+        client.get(reverse("provider_detail", args=[pending.organization.slug])).status_code == 404
+    )
+    detail = client.get(
+        reverse("provider_detail", args=[verified.organization.slug])
+    ).content.decode()
     assert "2.50 USD" in detail
 
 

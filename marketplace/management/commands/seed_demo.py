@@ -6,7 +6,14 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
-from providers.models import Network, NetworkTechnology, Offer, ProviderProfile, RoutingPath, Service
+from providers.models import (
+    Network,
+    NetworkTechnology,
+    Offer,
+    ProviderProfile,
+    RoutingPath,
+    Service,
+)
 from providers.services import (
     NetworkInput,
     OfferInput,
@@ -125,7 +132,10 @@ class Command(BaseCommand):
             buyer = _user(email)
             organization, _ = Organization.objects.get_or_create(
                 name=name,
-                defaults={"slug": name.lower().replace(" ", "-"), "kind": OrganizationKind.RECIPIENT},
+                defaults={
+                    "slug": name.lower().replace(" ", "-"),
+                    "kind": OrganizationKind.RECIPIENT,
+                },
             )
             Membership.objects.get_or_create(
                 user=buyer, organization=organization, defaults={"role": Role.OWNER}
