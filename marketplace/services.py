@@ -37,13 +37,18 @@ def audit_log_record(
     *, action: str, actor=None, organization: Organization | None = None, target=None, data=None
 ) -> AuditLogEntry:
     """Append one entry to the audit log."""
+    data = dict(data or {})
+    api_key = getattr(actor, "api_key", None)
+    if api_key is not None:
+        # A partner system acting with an API key: record which key.
+        data["api_key"] = api_key.prefix
     return AuditLogEntry.objects.create(
-        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor=actor if isinstance(actor, User) else None,
         organization=organization,
         action=action,
         object_type=target._meta.label if target is not None else "",
         object_id=str(target.pk) if target is not None else "",
-        data=data or {},
+        data=data,
     )
 
 
