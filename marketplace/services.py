@@ -16,6 +16,7 @@ from marketplace.models import (
     ApiKey,
     ApiKeyScope,
     AuditLogEntry,
+    IdempotencyRecord,
     Invitation,
     Membership,
     Organization,
@@ -26,6 +27,8 @@ from marketplace.models import (
 from marketplace.selectors import user_can_manage
 
 API_KEY_PREFIX = "sx"
+# How long a creating POST's response is replayed for the same Idempotency-Key.
+IDEMPOTENCY_REPLAY_HOURS = 24
 
 
 def token_hash(token: str) -> str:
@@ -264,3 +267,10 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         .filter(key_hash=token_hash(key.strip()))
         .first()
     )
+
+
+def idempotency_records_delete_expired(*, older_than_hours: int = IDEMPOTENCY_REPLAY_HOURS) -> int:
+    """Forget stored Idempotency-Key responses older than the replay window; returns how many."""
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

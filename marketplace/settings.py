@@ -5,6 +5,7 @@ layer and the django-tasks-db backend with a worker inside the server process. D
 REDIS_URL switch the same code to PostgreSQL, channels-redis and Redis Queue.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -95,8 +96,9 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, not memory, so worker processes started by tests see the same data.
-            "TEST": {"NAME": str(VAR_DIR / "test-db.sqlite3")},
+            # A file, not memory, so worker processes started by tests see the same data; one
+            # per test run, so runs side by side don't delete each other's database.
+            "TEST": {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
