@@ -1,4 +1,9 @@
+from pathlib import Path
+
 import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import Client
 
 from tests.factories import PASSWORD, UserFactory
@@ -24,3 +29,21 @@ def login_client():
         return client
 
     return make
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the WAL side files SQLite leaves beside this run's test database."""
+    from django.conf import settings
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        for suffix in ("-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
+
+
+@pytest_asyncio.fixture
+async def async_db_connections_closed():
+    """For async tests: close the connections Channels opened in its sync thread, so the
+    test database can be dropped at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()

@@ -2,13 +2,17 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 
 
 @pytest.fixture
-def browser_page(live_server, monkeypatch):
-    """A Chromium page (Debian's build, driven by Playwright) and the live server's URL."""
+def browser_page(django_db_setup, live_server, monkeypatch):
+    """A Chromium page (Debian's build, driven by Playwright) and the live server's URL.
+
+    The test database is set up before the live server starts, so the server (and its
+    connections) stops before the database is dropped."""
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}; bin/test installs it from Debian.")
     # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
@@ -34,4 +38,7 @@ def browser_page(live_server, monkeypatch):
         try:
             yield page, live_server.url
         finally:
+            # With Playwright's loop running, the ORM calls of the test got connections of
+            # their own; close them so the test database can be dropped.
+            connections.close_all()
             browser.close()

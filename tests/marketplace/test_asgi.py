@@ -7,7 +7,9 @@ from marketplace.asgi import application
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_a_websocket_from_an_allowed_origin_gets_the_server_clock():
+async def test_a_websocket_from_an_allowed_origin_gets_the_server_clock(
+    async_db_connections_closed,
+):
     communicator = WebsocketCommunicator(
         application, "/ws/presence/", headers=[(b"origin", b"http://127.0.0.1:8000")]
     )
@@ -26,7 +28,7 @@ async def test_a_websocket_from_an_allowed_origin_gets_the_server_clock():
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_a_websocket_from_another_origin_is_refused():
+async def test_a_websocket_from_another_origin_is_refused(async_db_connections_closed):
     communicator = WebsocketCommunicator(
         application, "/ws/presence/", headers=[(b"origin", b"https://evil.example")]
     )
