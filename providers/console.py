@@ -3,9 +3,13 @@ signed-in user acts for. Every queryset is filtered to that provider, every save
 object of another provider is a 404, never a redirect that would confirm it exists."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import Http404
+from django.shortcuts import redirect
+from django.urls import reverse
 
 from marketplace.models import MANAGING_ROLES
 from marketplace.selectors import membership_get
@@ -39,6 +43,21 @@ class ProviderConsoleSite(admin.AdminSite):
 
     def has_permission(self, request):
         return request.user.is_active and console_provider(request) is not None
+
+    def login(self, request, extra_context=None):
+        """People sign in on the portal's own page (the admin's asks for a staff account); a
+        signed-in user without a provider organization is sent to register one."""
+        if request.user.is_authenticated:
+            messages.info(
+                request,
+                "The provider console is for provider organizations: switch to one, or "
+                "register yours as a provider.",
+            )
+            return redirect("provider_apply")
+        return redirect_to_login(
+            request.GET.get(REDIRECT_FIELD_NAME) or reverse("console:index"),
+            login_url=reverse("login"),
+        )
 
     def each_context(self, request):
         context = super().each_context(request)

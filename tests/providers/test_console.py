@@ -6,6 +6,7 @@ from django.urls import reverse
 from marketplace.models import Role
 from providers.models import Network, Offer, RoutingPath
 from tests.factories import (
+    PASSWORD,
     NetworkFactory,
     OfferFactory,
     OrganizationFactory,
@@ -170,8 +171,20 @@ def test_the_console_is_closed_to_users_without_a_provider_organization():
     buyer = member_of(OrganizationFactory())
     client = Client()
     client.force_login(buyer)
-    response = client.get(reverse("console:index"))
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("console:login"))
-    anonymous = Client().get(reverse("console:providers_network_changelist"))
-    assert anonymous.status_code == 302
+    response = client.get(reverse("console:index"), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("provider_apply")
+    assert "register yours as a provider" in response.content.decode()
+
+
+def test_signing_in_for_the_console_uses_the_portal_login_and_returns_to_the_console():
+    provider = VerifiedProviderFactory()
+    owner = member_of(provider.organization)
+    client = Client()
+    response = client.get(reverse("console:providers_network_changelist"), follow=True)
+    login_url, _status = response.redirect_chain[-1]
+    assert login_url.startswith(reverse("login"))
+    response = client.post(
+        login_url, {"username": owner.email, "password": PASSWORD, "next": response.context["next"]}
+    )
+    assert response["Location"] == reverse("console:providers_network_changelist")
+    assert client.get(response["Location"]).status_code == 200
