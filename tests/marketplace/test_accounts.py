@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from marketplace.models import ApiKey, Invitation, Membership, Organization, Role, User
 from marketplace.services import token_hash
-from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory, UserFactory, member_of
+from tests.factories import PASSWORD, OrganizationFactory, UserFactory, member_of
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +27,26 @@ def _sign_up(client, email, password=NEW_PASSWORD, next_url=""):
             "next": next_url,
         },
     )
+
+
+@pytest.fixture
+def invite(login_client, django_capture_on_commit_callbacks):
+    """Returns a function: an owner invites an address through the organization page; returns
+    the path of the link in the e-mail that was sent."""
+
+    def send(organization, email, role="member"):
+        client = login_client(member_of(organization))
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                reverse("organization_detail", args=[organization.slug]),
+                {"action": "invite", "invite-email": email, "invite-role": role},
+            )
+        assert response.status_code == 302
+        message = mail.outbox[-1]
+        assert message.to == [email.lower()]
+        return client, re.search(r"https?://[^/]+(/invitations/\S+/)", message.body).group(1)
+
+    return send
 
 
 def test_sign_up_creates_the_account_and_signs_the_user_in():
@@ -119,27 +139,10 @@ def test_creating_a_provider_organization_leads_to_the_provider_registration(log
     assert response["Location"] == reverse("provider_apply")
 
 
-def test_owner_invites_by_email_and_the_invitee_joins_with_the_role(
-    login_client, django_capture_on_commit_callbacks
-):
-    owner = UserFactory()
+def test_owner_invites_by_email_and_the_invitee_joins_with_the_role(invite):
     organization = OrganizationFactory()
-    MembershipFactory(user=owner, organization=organization, role=Role.OWNER)
-    client = login_client(owner)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            reverse("organization_detail", args=[organization.slug]),
-            {
-                "action": "invite",
-                "invite-email": "New.Colleague@example.com",
-                "invite-role": "admin",
-            },
-        )
-    assert response.status_code == 302
+    _owner_client, path = invite(organization, "New.Colleague@example.com", role="admin")
     assert len(mail.outbox) == 1
-    message = mail.outbox[0]
-    assert message.to == ["new.colleague@example.com"]
-    path = re.search(r"https?://[^/]+(/invitations/\S+/)", message.body).group(1)
 
     invitee = Client()
     landing = invitee.get(path)
@@ -153,41 +156,22 @@ def test_owner_invites_by_email_and_the_invitee_joins_with_the_role(
     assert "already been accepted" in invitee.get(path).content.decode()
 
 
-def test_invitation_addressed_to_someone_else_is_refused(
-    login_client, django_capture_on_commit_callbacks
-):
-    organization = OrganizationFactory()
-    owner = member_of(organization)
-    client = login_client(owner)
-    with django_capture_on_commit_callbacks(execute=True):
-        client.post(
-            reverse("organization_detail", args=[organization.slug]),
-            {"action": "invite", "invite-email": "right@example.com", "invite-role": "member"},
-        )
-    path = re.search(r"(/invitations/\S+/)", mail.outbox[0].body).group(1)
+def test_invitation_addressed_to_someone_else_is_refused(invite, login_client):
+    _owner_client, path = invite(OrganizationFactory(), "right@example.com")
     intruder = login_client(UserFactory(email="wrong@example.com"))
     response = intruder.post(path)
     assert response.status_code == 403
     assert not Membership.objects.filter(user__email="wrong@example.com").exists()
 
 
-def test_expired_or_withdrawn_invitations_cannot_be_used(
-    login_client, django_capture_on_commit_callbacks
-):
+def test_expired_or_withdrawn_invitations_cannot_be_used(invite, login_client):
     organization = OrganizationFactory()
-    owner = member_of(organization)
-    client = login_client(owner)
-    with django_capture_on_commit_callbacks(execute=True):
-        client.post(
-            reverse("organization_detail", args=[organization.slug]),
-            {"action": "invite", "invite-email": "late@example.com", "invite-role": "member"},
-        )
-    path = re.search(r"(/invitations/\S+/)", mail.outbox[0].body).group(1)
+    owner_client, path = invite(organization, "late@example.com")
     Invitation.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
     late = login_client(UserFactory(email="late@example.com"))
     assert "expired" in late.post(path).content.decode()
     invitation = Invitation.objects.get()
-    client.post(reverse("invitation_revoke", args=[organization.slug, invitation.pk]))
+    owner_client.post(reverse("invitation_revoke", args=[organization.slug, invitation.pk]))
     assert "withdrawn" in late.post(path).content.decode()
     assert not Membership.objects.filter(user__email="late@example.com").exists()
 
