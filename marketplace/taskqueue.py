@@ -234,7 +234,7 @@ def _periodic_discover() -> None:
                 logger.exception("Could not import %s.tasks for its periodic jobs", app_config.name)
 
 
-def periodic_sweeper_start(*, stop: threading.Event, interval: float = 1.0) -> threading.Thread:
+def periodic_sweeper_start(*, stop: threading.Event, interval: float = 0.5) -> threading.Thread:
     """Start a daemon thread calling `periodic_run_due` every `interval` until `stop` is set."""
 
     def sweep():

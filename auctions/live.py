@@ -1,0 +1,39 @@
+"""The live side of auctions: group names, bidder handles and event publishing over the channel
+layer. Events are published after the transaction that made them commits."""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils.crypto import salted_hmac
+
+logger = logging.getLogger(__name__)
+
+# The consumer's handler for events fanned out to an auction's group.
+EVENT_HANDLER = "auction.event"
+
+
+def auction_group_name(auction_id: int) -> str:
+    return f"auction-{auction_id}"
+
+
+def bidder_handle(auction_id: int, organization_id: int | None) -> str | None:
+    """An anonymous, stable name of a bidder within one auction (different in every auction)."""
+    if organization_id is None:
+        return None
+    digest = salted_hmac("auctions.bidder_handle", f"{auction_id}:{organization_id}").hexdigest()
+    return f"Bidder {digest[:5].upper()}"
+
+
+def auction_events_publish(auction_id: int, events: list[dict]) -> None:
+    """Send events to every watcher of the auction. Called from transaction.on_commit."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    send = async_to_sync(layer.group_send)
+    for event in events:
+        try:
+            send(auction_group_name(auction_id), {"type": EVENT_HANDLER, "event": event})
+        except Exception:
+            # Watchers that miss an event see a gap in seq and resync from a snapshot.
+            logger.exception("Could not publish %s of auction %s", event.get("type"), auction_id)
