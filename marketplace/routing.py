@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from auctions.consumers import AuctionConsumer
 from marketplace.consumers import PresenceConsumer
 
 websocket_urlpatterns = [
     path("ws/presence/", PresenceConsumer.as_asgi()),
+    path("ws/auctions/<int:auction_id>/", AuctionConsumer.as_asgi()),
 ]

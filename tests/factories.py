@@ -1,8 +1,11 @@
 """factory_boy factories for every model the tests build."""
 
+from datetime import timedelta
+
 import factory
 from django.utils import timezone
 
+from auctions.models import Auction, AuctionStatus, ServiceBlock
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
 from providers.models import (
     Network,
@@ -117,3 +120,38 @@ def member_of(organization, *, role=Role.OWNER, user=None) -> User:
     user = user or UserFactory()
     MembershipFactory(user=user, organization=organization, role=role)
     return user
+
+
+class ServiceBlockFactory(factory.django.DjangoModelFactory):
+    """A block of a verified provider starting in three days, for three hours."""
+
+    class Meta:
+        model = ServiceBlock
+
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    starts_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=3))
+    ends_at = factory.LazyAttribute(lambda o: o.starts_at + timedelta(hours=3))
+    max_rate_mbps = 1000
+    min_rate_mbps = 100
+    seats = 5
+
+
+class AuctionFactory(factory.django.DjangoModelFactory):
+    """An open auction (opened a minute ago, closing in an hour), start price 10.00 USD."""
+
+    class Meta:
+        model = Auction
+
+    block = factory.SubFactory(ServiceBlockFactory)
+    opens_at = factory.LazyFunction(lambda: timezone.now() - timedelta(minutes=1))
+    closes_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))
+    scheduled_close_at = factory.SelfAttribute("closes_at")
+    currency = "USD"
+    start_price_minor = 1000
+    status = AuctionStatus.OPEN
+
+
+def buyer(*, organization=None, role=Role.MEMBER) -> tuple[Organization, User]:
+    """An active recipient organization and a member who may bid for it."""
+    organization = organization or OrganizationFactory(kind=OrganizationKind.RECIPIENT)
+    return organization, member_of(organization, role=role)

@@ -2,4 +2,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("providers.api.urls")),
+    path("", include("auctions.api.urls")),
 ]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from auctions import views
+
+urlpatterns = [
+    path("", views.auction_list, name="auction_list"),
+    path("<int:pk>/", views.auction_detail, name="auction_detail"),
+]
