@@ -21,7 +21,9 @@ def bidder_handle(auction_id: int, organization_id: int | None) -> str | None:
     """An anonymous, stable name of a bidder within one auction (different in every auction)."""
     if organization_id is None:
         return None
-    digest = salted_hmac("auctions.bidder_handle", f"{auction_id}:{organization_id}").hexdigest()
+    digest = salted_hmac(
+        "auctions.bidder_handle", f"{auction_id}:{organization_id}", algorithm="sha256"
+    ).hexdigest()
     return f"Bidder {digest[:5].upper()}"
 
 
