@@ -169,8 +169,7 @@ def _whole_minor(value, name: str, *, minimum: int = 0) -> int:
     return value
 
 
-@transaction.atomic
-def block_create(
+def block_build(
     *,
     provider: ProviderProfile,
     starts_at: datetime,
@@ -181,7 +180,7 @@ def block_create(
     data_cap_gb: int | None = None,
     description: str = "",
 ) -> ServiceBlock:
-    """List a block of segmentation-service time (verified providers only)."""
+    """A validated, unsaved block (verified providers only); `block_create` saves it."""
     provider_assert_can_sell(provider=provider)
     if starts_at <= timezone.now():
         raise ValidationError({"starts_at": "A block must start in the future."})
@@ -196,12 +195,18 @@ def block_create(
         description=description.strip(),
     )
     block.full_clean()
-    block.save()
     return block
 
 
 @transaction.atomic
-def auction_create(
+def block_create(*, provider: ProviderProfile, **fields) -> ServiceBlock:
+    """List a block of segmentation-service time (verified providers only)."""
+    block = block_build(provider=provider, **fields)
+    block.save()
+    return block
+
+
+def auction_build(
     *,
     block: ServiceBlock,
     opens_at: datetime,
@@ -214,7 +219,8 @@ def auction_create(
     soft_close_seconds: int = 120,
     max_extension_seconds: int = 3600,
 ) -> Auction:
-    """Put a block up for auction. It must close, extensions included, before the block starts."""
+    """A validated, unsaved auction of a block; `auction_create` saves it. It must close,
+    extensions included, before the block starts."""
     provider_assert_can_sell(provider=block.provider)
     currency_validate(currency)
     _whole_minor(start_price_minor, "start_price_minor", minimum=1)
@@ -262,6 +268,13 @@ def auction_create(
         status=AuctionStatus.OPEN if opens_at <= timezone.now() else AuctionStatus.SCHEDULED,
     )
     auction.full_clean()
+    return auction
+
+
+@transaction.atomic
+def auction_create(*, block: ServiceBlock, **fields) -> Auction:
+    """Put a block up for auction (see `auction_build` for the rules)."""
+    auction = auction_build(block=block, **fields)
     auction.save()
     return auction
 
