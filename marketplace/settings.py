@@ -137,6 +137,9 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)
 
+# Demo buyers keep bidding on the demo auctions (bin/run turns it on).
+DEMO_BIDDING = env.bool("DEMO_BIDDING", default=False)
+
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "marketplace.User"
 LOGIN_URL = "login"

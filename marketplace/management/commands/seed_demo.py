@@ -5,6 +5,7 @@ Running it again changes nothing that is already there (it looks objects up by t
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from auctions.demo import demo_auctions_ensure
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
 from providers.models import (
     Network,
@@ -128,6 +129,7 @@ class Command(BaseCommand):
                         ),
                     )
             provider_verify(provider=provider, staff_user=staff)
+        buyers = []
         for name, email in BUYERS:
             buyer = _user(email)
             organization, _ = Organization.objects.get_or_create(
@@ -140,7 +142,16 @@ class Command(BaseCommand):
             Membership.objects.get_or_create(
                 user=buyer, organization=organization, defaults={"role": Role.OWNER}
             )
+            buyers.append(organization)
+        providers = [
+            ProviderProfile.objects.get(organization__name=spec["name"]) for spec in PROVIDERS
+        ]
+        created = demo_auctions_ensure(providers=providers, buyers=buyers)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        if created:
+            self.stdout.write(
+                f"{created} demo auctions: the first closes in 3 minutes, the last in 45."
+            )
         self.stdout.write(demo_logins_text())
 
 
@@ -149,3 +160,14 @@ def demo_logins_text() -> str:
     lines += [f"  provider  {spec['owner']}  ({spec['name']})" for spec in PROVIDERS]
     lines += [f"  buyer     {email}  ({name})" for name, email in BUYERS]
     return "\n".join(lines)
+
+
+def demo_slugs() -> tuple[list[str], list[str]]:
+    """Slugs of the demo buyers and providers, for the demo bidder."""
+    buyers = [name.lower().replace(" ", "-") for name, _email in BUYERS]
+    providers = list(
+        Organization.objects.filter(name__in=[spec["name"] for spec in PROVIDERS]).values_list(
+            "slug", flat=True
+        )
+    )
+    return buyers, providers
