@@ -1,8 +1,198 @@
-"""Live auction consumer (being built)."""
+"""The live auction page's websocket: a snapshot on connect, every event of the auction as it
+happens, and bids and buy-now from signed-in buyers. Bids go through the same service as the
+web form and the API (`bid_place`)."""
 
+import json
+import time
+from collections import deque
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from auctions.live import auction_group_name
+from auctions.models import BidChannel
+from auctions.selectors import auction_snapshot, auctions_public
+from auctions.services import BidRejected, auction_buy_now, bid_place
+from marketplace.models import Organization
+from marketplace.selectors import organization_current
+
+# Close code for an auction that does not exist or is not public (sent after accepting, so
+# the browser sees it and stops reconnecting).
+CLOSE_NOT_FOUND = 4404
+
+# A person clicks a few times a second at most; this only stops a runaway client.
+MESSAGES_PER_WINDOW = 20
+RATE_WINDOW_SECONDS = 1.0
+
+# The largest amount the database stores (a signed 64-bit integer).
+AMOUNT_MAX_MINOR = 2**63 - 1
+
+
+def _organization_acting(scope) -> tuple[object | None, Organization | None]:
+    """The signed-in user and the organization it acts for (None, None when anonymous)."""
+    user = scope.get("user")
+    if user is None or not user.is_authenticated:
+        return None, None
+    return user, organization_current(user=user, session=scope.get("session"))
+
+
+@database_sync_to_async
+def _snapshot_read(auction_id: int, scope) -> dict | None:
+    auction = auctions_public().filter(pk=auction_id).first()
+    if auction is None:
+        return None
+    _user, organization = _organization_acting(scope)
+    viewer = organization if organization is not None and organization.is_recipient else None
+    return auction_snapshot(auction=auction, viewer=viewer)
+
+
+@database_sync_to_async
+def _bid_place(
+    auction_id: int, scope, *, amount_minor: int, max_amount_minor: int | None, client_bid_id: str
+) -> dict:
+    user, organization = _organization_acting(scope)
+    if user is None:
+        raise BidRejected("not_authenticated", "Log in to bid.")
+    if organization is None:
+        raise BidRejected("not_a_buyer", "Join or create a buyer organization to bid.")
+    outcome = bid_place(
+        auction_id=auction_id,
+        bidder=organization,
+        user=user,
+        amount_minor=amount_minor,
+        max_amount_minor=max_amount_minor,
+        client_bid_id=client_bid_id,
+        channel=BidChannel.WEBSOCKET,
+    )
+    return {
+        "type": "bid.accepted",
+        "client_bid_id": client_bid_id,
+        "seq": outcome.bid.seq,
+        "leading": outcome.leading,
+        "price_minor": outcome.auction.current_price_minor,
+        "replayed": outcome.replayed,
+    }
+
+
+@database_sync_to_async
+def _buy_now(auction_id: int, scope) -> dict:
+    user, organization = _organization_acting(scope)
+    if user is None:
+        raise BidRejected("not_authenticated", "Log in to buy.")
+    if organization is None:
+        raise BidRejected("not_a_buyer", "Join or create a buyer organization to buy.")
+    lease = auction_buy_now(auction_id=auction_id, buyer=organization, user=user)
+    return {"type": "buy_now.accepted", "price_minor": lease.price_minor}
+
+
+def _amount_parse(value, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= AMOUNT_MAX_MINOR:
+        raise BidRejected("invalid_amount", "Amounts are positive whole numbers of minor units.")
+    return value
 
 
 class AuctionConsumer(AsyncJsonWebsocketConsumer):
+    """One auction's live feed at /ws/auctions/<id>/ (JSON messages)."""
+
     async def connect(self):
-        await self.close(code=4404)
+        self.auction_id = self.scope["url_route"]["kwargs"]["auction_id"]
+        self.group_name = auction_group_name(self.auction_id)
+        self.recent_messages = deque()
+        # Join before reading the snapshot, so no event falls between the two: an event the
+        # snapshot already contains is ignored by the page (its seq is not newer).
+        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        snapshot = await _snapshot_read(self.auction_id, self.scope)
+        await self.accept()
+        if snapshot is None:
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+            self.group_name = None
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_json(snapshot)
+
+    async def disconnect(self, code):
+        if getattr(self, "group_name", None):
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+
+    async def auction_event(self, message):
+        """An event published by the services after their transaction committed."""
+        await self.send_json(message["event"])
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data) if text_data else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self._error("malformed_message", "Send one JSON object per message.")
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type")
+        handlers = {"bid": self._bid, "snapshot": self._snapshot, "buy_now": self._buy_now}
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            await self._error("unknown_message_type", f"Unknown message type {kind!r}.")
+            return
+        await handler(content)
+
+    async def _snapshot(self, content):
+        if self._rate_limited():
+            await self._error("rate_limited", "Too many messages; slow down.")
+            return
+        snapshot = await _snapshot_read(self.auction_id, self.scope)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_json(snapshot)
+
+    async def _bid(self, content):
+        client_bid_id = content.get("client_bid_id") or ""
+        if not isinstance(client_bid_id, str):
+            await self._error("malformed_message", "client_bid_id is a string.")
+            return
+        if self._rate_limited():
+            await self._error(
+                "rate_limited", "Too many bids; slow down.", client_bid_id=client_bid_id
+            )
+            return
+        try:
+            reply = await _bid_place(
+                self.auction_id,
+                self.scope,
+                amount_minor=_amount_parse(content.get("amount_minor")),
+                max_amount_minor=_amount_parse(content.get("max_amount_minor"), optional=True),
+                client_bid_id=client_bid_id,
+            )
+        except BidRejected as rejection:
+            await self._error(
+                rejection.code, rejection.message, client_bid_id=client_bid_id, **rejection.extra
+            )
+            return
+        await self.send_json(reply)
+
+    async def _buy_now(self, content):
+        if self._rate_limited():
+            await self._error("rate_limited", "Too many messages; slow down.")
+            return
+        try:
+            reply = await _buy_now(self.auction_id, self.scope)
+        except BidRejected as rejection:
+            await self._error(rejection.code, rejection.message, **rejection.extra)
+            return
+        await self.send_json(reply)
+
+    async def _error(self, code: str, detail: str, **extra):
+        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
+
+    def _rate_limited(self) -> bool:
+        now = time.monotonic()
+        while self.recent_messages and now - self.recent_messages[0] >= RATE_WINDOW_SECONDS:
+            self.recent_messages.popleft()
+        if len(self.recent_messages) >= MESSAGES_PER_WINDOW:
+            return True
+        self.recent_messages.append(now)
+        return False
