@@ -159,6 +159,7 @@ class Auction(models.Model):
                 fields=["block"],
                 condition=Q(status__in=["scheduled", "open", "closed"]),
                 name="auction_one_live_or_sold_per_block",
+                violation_error_code="block_already_auctioned",
                 violation_error_message="This block already has an auction.",
             ),
         ]

@@ -322,13 +322,20 @@ def _amounts_check(amount_minor, max_amount_minor) -> tuple[int, int]:
 def _auction_locked(auction_id: int) -> Auction:
     try:
         return (
-            Auction.objects.select_for_update().select_related("block__provider").get(pk=auction_id)
+            # Lock only the auction row: bids on other auctions of the provider go on.
+            Auction.objects.select_for_update(of=("self",))
+            .select_related("block__provider__organization")
+            .get(pk=auction_id)
         )
     except Auction.DoesNotExist:
         raise BidRejected("auction_not_found", "There is no such auction.") from None
 
 
 def _assert_open(auction: Auction, now: datetime) -> None:
+    provider = auction.block.provider
+    if not provider.is_verified or not provider.organization.is_active:
+        # A provider suspended while its auction runs sells nothing more.
+        raise BidRejected("auction_not_open", "This auction is suspended by the exchange.")
     if auction.status not in LIVE_STATUSES or now >= auction.closes_at:
         raise BidRejected("auction_not_open", "This auction has ended.")
     if now < auction.opens_at:
@@ -559,7 +566,7 @@ def auction_close(*, auction_id: int) -> CloseOutcome | None:
     locked and its status re-checked; a second closer finds it ended and does nothing."""
     with transaction.atomic():
         auction = (
-            Auction.objects.select_for_update(skip_locked=True)
+            Auction.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("block")
             .filter(pk=auction_id, status__in=LIVE_STATUSES)
             .first()

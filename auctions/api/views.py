@@ -46,6 +46,7 @@ from marketplace.api.schema import (
     PublicReadAutoSchema,
     problem_responses,
 )
+from marketplace.api.throttling import BidRateThrottle
 from marketplace.models import Organization, User
 from marketplace.selectors import membership_get
 from providers.api.views import ActsForProvider
@@ -267,6 +268,12 @@ class AuctionViewSet(
         if self.action == "create":
             return [ScopedAccess(), ActsForProvider()]
         return super().get_permissions()
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        if self.action in ("bid_create", "buy_now"):
+            throttles.append(BidRateThrottle())
+        return throttles
 
     def filter_queryset(self, queryset):
         if self.action != "list":

@@ -11,3 +11,9 @@ class PrincipalRateThrottle(UserRateThrottle):
         if api_key is not None:
             return self.cache_format % {"scope": self.scope, "ident": f"key-{api_key.pk}"}
         return super().get_cache_key(request, view)
+
+
+class BidRateThrottle(PrincipalRateThrottle):
+    """A tighter limit on placing bids, per key or user (SPEC §8: rate limits on bidding)."""
+
+    scope = "bids"

@@ -1,5 +1,6 @@
-from marketplace.api.throttling import PrincipalRateThrottle
+from marketplace.api.throttling import BidRateThrottle, PrincipalRateThrottle
 from tests.api.helpers import assert_problem
+from tests.factories import AuctionFactory, buyer
 
 NETWORKS = "/api/v1/networks/"
 
@@ -16,3 +17,16 @@ def test_each_api_key_has_its_own_rate_limit(
     assert body["retry_after_seconds"] > 0
     # Another partner is not slowed down by the busy one.
     assert quiet.get(NETWORKS).status_code == 200
+
+
+def test_bidding_has_its_own_tighter_limit(monkeypatch, issue_key, key_client):
+    monkeypatch.setattr(BidRateThrottle, "rate", "2/minute", raising=False)
+    organization, _user = buyer()
+    client = key_client(issue_key(organization))
+    url = f"/api/v1/auctions/{AuctionFactory().pk}/bids/"
+    assert client.post(url, {"amount_minor": 1000, "max_amount_minor": 1500}).status_code == 201
+    assert client.post(url, {"amount_minor": 1000, "max_amount_minor": 9000}).status_code == 201
+    third = client.post(url, {"amount_minor": 1000, "max_amount_minor": 99000})
+    assert_problem(third, status=429, code="throttled")
+    # Reading is not limited by the bid throttle.
+    assert client.get(url).status_code == 200

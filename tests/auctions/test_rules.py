@@ -431,3 +431,11 @@ def test_unverified_providers_cannot_list_blocks():
             max_rate_mbps=100,
             min_rate_mbps=10,
         )
+
+
+def test_a_provider_suspended_during_its_auction_sells_nothing_more(auction, alice):
+    provider = auction.block.provider
+    provider.status = "suspended"
+    provider.save()
+    error = rejected("auction_not_open", auction, alice, 1000)
+    assert "suspended" in error.message
