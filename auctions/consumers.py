@@ -2,6 +2,7 @@
 happens, and bids and buy-now from signed-in buyers. Bids go through the same service as the
 web form and the API (`bid_place`)."""
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -9,7 +10,7 @@ from collections import deque
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from auctions.live import auction_group_name
+from auctions.live import auction_group_name, server_loop_register
 from auctions.models import BidChannel
 from auctions.selectors import auction_snapshot, auctions_public
 from auctions.services import BidRejected, auction_buy_now, bid_place
@@ -100,6 +101,8 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         self.auction_id = self.scope["url_route"]["kwargs"]["auction_id"]
         self.group_name = auction_group_name(self.auction_id)
         self.recent_messages = deque()
+        # Workers closing auctions in this process send their events through this loop.
+        server_loop_register(asyncio.get_running_loop())
         # Join before reading the snapshot, so no event falls between the two: an event the
         # snapshot already contains is ignored by the page (its seq is not newer).
         await self.channel_layer.group_add(self.group_name, self.channel_name)

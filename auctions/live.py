@@ -3,6 +3,7 @@ layer. Events are published after the transaction that made them commits."""
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -42,14 +43,20 @@ def server_loop_register(loop: asyncio.AbstractEventLoop) -> None:
 
 def _group_send(layer, group: str, message: dict) -> None:
     loop = _server_loop
-    if isinstance(layer, InMemoryChannelLayer) and loop is not None and loop.is_running():
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is not loop:
-            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(5)
-            return
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    in_memory = isinstance(layer, InMemoryChannelLayer)
+    if in_memory and loop is not None and loop.is_running() and current is not loop:
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(5)
+        return
+    if current is not None:
+        # Sync code called from a thread that runs a loop of its own (a browser-driving
+        # test): async_to_sync refuses to run there, so send from a helper thread.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(async_to_sync(layer.group_send), group, message).result(5)
+        return
     async_to_sync(layer.group_send)(group, message)
 
 

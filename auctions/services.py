@@ -308,12 +308,18 @@ def bidder_assert_eligible(*, auction: Auction, bidder: Organization, user: User
         raise BidRejected("own_auction", "You cannot bid on your own organization's auction.")
 
 
+# The largest amount a database bigint column holds.
+MAX_AMOUNT_MINOR = 2**63 - 1
+
+
 def _amounts_check(amount_minor, max_amount_minor) -> tuple[int, int]:
     for value in (amount_minor, max_amount_minor):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise BidRejected("invalid_amount", "Amounts are whole numbers of minor units.")
     if amount_minor is None or amount_minor < 1:
         raise BidRejected("invalid_amount", "A bid must be a positive amount.")
+    if max(amount_minor, max_amount_minor or 0) > MAX_AMOUNT_MINOR:
+        raise BidRejected("invalid_amount", "That amount is beyond what the exchange can hold.")
     if max_amount_minor is not None and max_amount_minor < amount_minor:
         raise BidRejected("invalid_amount", "Your maximum cannot be below your bid.")
     return amount_minor, max_amount_minor if max_amount_minor is not None else amount_minor
@@ -398,6 +404,10 @@ def bid_place(
     standing = bid_resolve(
         auction=auction, bidder_id=bidder.pk, amount_minor=amount_minor, max_minor=max_minor
     )
+    if auction.leader_id == bidder.pk:
+        # A leader's new bid only raises its hidden maximum; the history shows it at the
+        # standing price, never below it.
+        amount_minor = max(amount_minor, auction.current_price_minor)
     if auction.status == AuctionStatus.SCHEDULED:
         auction.status = AuctionStatus.OPEN
     auction.current_price_minor = standing.price_minor

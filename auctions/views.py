@@ -94,10 +94,15 @@ def auction_detail(request, pk):
                     channel=BidChannel.WEB,
                 )
             except BidRejected as rejection:
+                if rejection.code == "auction_not_open":
+                    # The page of an ended auction has no form to show the error in.
+                    messages.error(request, rejection.message)
+                    return redirect("auction_detail", pk=auction.pk)
                 field = "amount" if rejection.code in ("bid_too_low", "invalid_amount") else None
                 form.add_error(field, rejection.message)
             else:
-                messages.success(request, _bid_message(outcome, auction.currency))
+                level = messages.SUCCESS if outcome.leading else messages.WARNING
+                messages.add_message(request, level, _bid_message(outcome, auction.currency))
                 return redirect("auction_detail", pk=auction.pk)
     return render(request, "auctions/detail.html", _detail_context(request, auction, form))
 
@@ -117,7 +122,7 @@ def _detail_context(request, auction: Auction, form: BidForm) -> dict:
     )
     return {
         "auction": auction,
-        "block": auction.block,
+        "service_block": auction.block,
         "provider": auction.block.provider,
         "snapshot": snapshot,
         "history": history,
@@ -149,7 +154,9 @@ def auction_buy_now_view(request, pk):
         messages.error(request, "Join or create a buyer organization to buy.")
         return redirect("auction_detail", pk=auction.pk)
     try:
-        lease = auction_buy_now(auction_id=auction.pk, buyer=request.organization, user=request.user)
+        lease = auction_buy_now(
+            auction_id=auction.pk, buyer=request.organization, user=request.user
+        )
     except BidRejected as rejection:
         messages.error(request, rejection.message)
     else:
@@ -158,4 +165,3 @@ def auction_buy_now_view(request, pk):
             f"You bought this block for {money_format(lease.price_minor, lease.currency)}.",
         )
     return redirect("auction_detail", pk=auction.pk)
-

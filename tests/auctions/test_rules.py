@@ -158,9 +158,10 @@ def test_a_visible_bid_is_never_lowered_by_the_proxy_rule(auction, alice, bob):
 def test_the_leader_cannot_bid_against_itself_but_may_raise_its_maximum(auction, alice, bob):
     bid(auction, alice, 1000, maximum=2000)
     rejected("already_leading", auction, alice, 2000)
-    outcome = bid(auction, alice, 1100, maximum=5000)
+    outcome = bid(auction, alice, 500, maximum=5000)
     assert outcome.leading
     assert outcome.auction.current_price_minor == 1000  # raising a maximum costs nothing
+    assert outcome.bid.amount_minor == 1000  # shown at the standing price, never below it
     assert bid(auction, bob, 3000).auction.current_price_minor == 3100
 
 
@@ -294,7 +295,8 @@ def test_bids_outside_the_auctions_time_are_refused(alice):
 
 
 @pytest.mark.parametrize(
-    ("amount", "maximum"), [(0, None), (-5, None), (True, None), (10.5, None), (2000, 1500)]
+    ("amount", "maximum"),
+    [(0, None), (-5, None), (True, None), (10.5, None), (2000, 1500), (2000, 2**63), (2**64, None)],
 )
 def test_malformed_amounts_are_refused(auction, alice, amount, maximum):
     rejected("invalid_amount", auction, alice, amount, maximum)

@@ -26,3 +26,10 @@ if os.environ.get("SX_TEST_QUEUE"):
     )
     if _rq_queues is not None:
         RQ_QUEUES = _rq_queues
+
+# Test users are saved with the fast MD5 hasher (tests/conftest.py); processes started by tests
+# must be able to check those passwords too.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+]

@@ -1,0 +1,299 @@
+"""Live bidding in Chromium: two buyers watch one auction in two browser contexts; a bid from
+one reaches the other's page within a second, without a reload; a page that misses events or
+its connection resyncs from a snapshot; a buyer without JavaScript bids with the plain form.
+
+pytest-django's live server speaks WSGI only, so these tests run the real ASGI server
+(`manage.py serve`, daphne) in a process of its own on the test database. The rows the tests
+create are committed (`transaction=True`), so that server sees them."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import global_settings
+from django.db import connection, connections
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from auctions.live import bidder_handle
+from auctions.models import Bid, BidChannel
+from tests.browser.conftest import CHROMIUM
+from tests.factories import PASSWORD, AuctionFactory, buyer
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SERVER_START_SECONDS = 60
+LIVE_SECONDS = 1  # SPEC §4.2: every watcher sees a bid within one second
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL of this run's test database, for the server process."""
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(url._replace(path="/" + database["NAME"]))
+
+
+@pytest.fixture
+def asgi_server(transactional_db, tmp_path, settings):
+    """`manage.py serve` on a free port, on the test database; its address."""
+    # Users sign in on the server process, which checks passwords with the project's hashers,
+    # not the fast one the tests' own process uses.
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+    log = tmp_path / "serve.log"
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "marketplace.settings",
+        "DATABASE_URL": _test_database_url(),
+        # No task worker or periodic jobs: these tests need only HTTP and websockets.
+        "EMBEDDED_WORKER": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", "0"],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield _server_address(process, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _server_address(process: subprocess.Popen, log: Path) -> str:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        match = re.search(r"serving at (http://\S+)/", log.read_text())
+        if match:
+            return match.group(1)
+        if process.poll() is not None:
+            pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
+        time.sleep(0.1)
+    pytest.fail(f"The server did not start within {SERVER_START_SECONDS} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def chromium(asgi_server, monkeypatch):
+    """Debian's Chromium, driven by Playwright."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}; bin/test installs it from Debian.")
+    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
+    # calls are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
+        )
+        try:
+            yield browser
+        finally:
+            # The ORM calls made while Playwright's loop ran got connections of their own;
+            # close them so the test database can be dropped.
+            connections.close_all()
+            browser.close()
+
+
+def _page_signed_in(browser, server: str, user, path: str, **context_options):
+    page = browser.new_context(**context_options).new_page()
+    page.set_default_timeout(15000)
+    page.goto(f"{server}/accounts/login/?next={path}")
+    page.locator("input[name=username]").fill(user.email)
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{server}{path}")
+    return page
+
+
+def _live(page) -> None:
+    """Wait until the page's websocket has delivered its snapshot."""
+    expect(page.locator("#auction-live")).to_have_attribute("data-connection", "live")
+
+
+def test_a_bid_on_one_buyers_page_appears_on_the_others_within_a_second(asgi_server, chromium):
+    # Every accepted bid extends this auction's close (soft-close window longer than the time
+    # left), so the watcher's page must also show the new close.
+    auction = AuctionFactory(
+        closes_at=timezone.now() + timedelta(minutes=5), soft_close_seconds=600
+    )
+    first, second = buyer(), buyer()
+    path = f"/auctions/{auction.pk}/"
+    bidding = _page_signed_in(chromium, asgi_server, first[1], path)
+    watching = _page_signed_in(chromium, asgi_server, second[1], path)
+    _live(bidding)
+    _live(watching)
+    watching.evaluate("window.stillTheSamePage = true")
+    expect(watching.get_by_test_id("price")).to_have_text("10.00 USD")
+    closes_before = watching.locator("[data-live=closes-at]").get_attribute("datetime")
+
+    bidding.get_by_label("Your bid (USD)").fill("12.00")
+    bidding.get_by_role("button", name="Place bid").click()
+
+    timeout = LIVE_SECONDS * 1000
+    expect(watching.get_by_test_id("price")).to_have_text("12.00 USD", timeout=timeout)
+    handle = bidder_handle(auction.pk, first[0].pk)
+    expect(watching.get_by_test_id("leader")).to_have_text(handle, timeout=timeout)
+    expect(watching.locator("[data-live=history] tr").first).to_contain_text("12.00 USD")
+    expect(watching.locator("[data-live=extended]")).to_be_visible(timeout=timeout)
+    closes_after = watching.locator("[data-live=closes-at]").get_attribute("datetime")
+    assert datetime.fromisoformat(closes_after) > datetime.fromisoformat(closes_before)
+    expect(watching.locator("svg.price-chart path.line")).to_have_count(1)
+    assert watching.evaluate("window.stillTheSamePage") is True
+    expect(bidding.get_by_test_id("bid-feedback")).to_contain_text("You are leading at 12.00 USD")
+    expect(bidding.get_by_test_id("standing")).to_have_text("You are leading")
+
+    # The watcher answers; the first bidder learns it was outbid, live.
+    watching.get_by_label("Your bid (USD)").fill("13.00")
+    watching.get_by_role("button", name="Place bid").click()
+
+    expect(bidding.get_by_test_id("price")).to_have_text("13.00 USD", timeout=timeout)
+    expect(bidding.get_by_test_id("standing")).to_have_text("You have been outbid", timeout=timeout)
+    expect(watching.get_by_test_id("standing")).to_have_text("You are leading")
+    assert [(bid.amount_minor, bid.channel) for bid in Bid.objects.order_by("seq")] == [
+        (1200, BidChannel.WEBSOCKET),
+        (1300, BidChannel.WEBSOCKET),
+    ]
+
+
+class RoutedFeed:
+    """The page's websocket through Playwright: records what the page sends, can drop events
+    from the server (as if lost) and refuse new connections (as if the server were down)."""
+
+    def __init__(self, page):
+        self.sent_by_page = []
+        self.drop_bid_events = False
+        self.refuse = False
+        self.connections = 0
+        page.route_web_socket(re.compile(r"/ws/auctions/\d+/$"), self._route)
+
+    def _route(self, ws):
+        if self.refuse:
+            ws.close()
+            return
+        self.connections += 1
+        self.current = ws
+        server = ws.connect_to_server()
+
+        def from_page(message):
+            self.sent_by_page.append(json.loads(message))
+            server.send(message)
+
+        def from_server(message):
+            if self.drop_bid_events and json.loads(message)["type"] == "bid.placed":
+                return
+            ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+
+def _bid_by_form(page, server: str, path: str, amount: str) -> None:
+    page.goto(server + path)
+    page.get_by_label("Your bid (USD)").fill(amount)
+    page.get_by_role("button", name="Place bid").click()
+    expect(page.locator(".message")).to_contain_text("Your bid is in.")
+
+
+def test_a_page_that_misses_events_resyncs_from_a_snapshot_and_after_reconnecting(
+    asgi_server, chromium
+):
+    auction = AuctionFactory()
+    path = f"/auctions/{auction.pk}/"
+    # The other bidders' bids go through the server's plain form, so the server publishes them.
+    first, second = (
+        _page_signed_in(chromium, asgi_server, buyer()[1], path, java_script_enabled=False)
+        for _ in range(2)
+    )
+    page = chromium.new_context().new_page()
+    feed = RoutedFeed(page)
+    page.goto(asgi_server + path)
+    _live(page)
+
+    feed.drop_bid_events = True
+    _bid_by_form(first, asgi_server, path, "10.00")  # seq 1, lost on the way
+    feed.drop_bid_events = False
+    _bid_by_form(second, asgi_server, path, "11.00")  # seq 2: the page sees the gap
+
+    expect(page.get_by_test_id("price")).to_have_text("11.00 USD")
+    expect(page.locator("[data-live=history] tr")).to_have_count(2)
+    assert {"type": "snapshot"} in feed.sent_by_page
+
+    # The connection drops and the server is unreachable for a while; a bid meanwhile.
+    feed.refuse = True
+    feed.current.close()
+    expect(page.locator("#auction-live")).to_have_attribute("data-connection", "offline")
+    _bid_by_form(first, asgi_server, path, "12.00")
+    feed.refuse = False
+
+    expect(page.locator("#auction-live")).to_have_attribute(
+        "data-connection", "live", timeout=20000
+    )
+    expect(page.get_by_test_id("price")).to_have_text("12.00 USD")
+    expect(page.locator("[data-live=history] tr")).to_have_count(3)
+    assert feed.connections == 2
+
+
+def test_a_rejected_bid_is_shown_inline_with_the_typed_amount_kept(asgi_server, chromium):
+    auction = AuctionFactory()
+    page = _page_signed_in(chromium, asgi_server, buyer()[1], f"/auctions/{auction.pk}/")
+    _live(page)
+
+    page.get_by_label("Your bid (USD)").fill("9.99")
+    page.get_by_role("button", name="Place bid").click()
+
+    expect(page.get_by_test_id("bid-feedback")).to_have_text(
+        "The first bid must be at least the start price, 10.00 USD."
+    )
+    expect(page.get_by_label("Your bid (USD)")).to_have_value("9.99")
+    assert not Bid.objects.exists()
+
+
+def test_the_countdown_follows_the_servers_clock_not_the_browsers(asgi_server, chromium):
+    auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=10))
+    context = chromium.new_context()
+    # The browser's clock is an hour ahead: the time left must still be about ten minutes.
+    context.clock.set_fixed_time(datetime.now() + timedelta(hours=1))
+    page = context.new_page()
+    page.goto(f"{asgi_server}/auctions/{auction.pk}/")
+    _live(page)
+
+    expect(page.get_by_test_id("time-left")).to_have_text(re.compile(r"^(9:\d\d|10:00)$"))
+
+
+def test_a_buyer_without_javascript_bids_with_the_plain_form(asgi_server, chromium):
+    auction = AuctionFactory()
+    organization, user = buyer()
+    path = f"/auctions/{auction.pk}/"
+    page = _page_signed_in(chromium, asgi_server, user, path, java_script_enabled=False)
+
+    page.get_by_label("Your bid (USD)").fill("10.10")
+    page.get_by_role("button", name="Place bid").click()
+    expect(page.locator(".message.success")).to_have_text(
+        "Your bid is in. You are leading at 10.10 USD."
+    )
+    expect(page.get_by_test_id("price")).to_have_text("10.10 USD")
+    expect(page.get_by_test_id("standing")).to_have_text("You are leading")
+
+    bid = Bid.objects.get(auction=auction)
+    assert (bid.bidder, bid.amount_minor, bid.channel) == (organization, 1010, BidChannel.WEB)
