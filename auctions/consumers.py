@@ -10,10 +10,11 @@ from collections import deque
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from auctions.live import auction_group_name, server_loop_register
+from auctions.live import auction_group_name
 from auctions.models import BidChannel
 from auctions.selectors import auction_snapshot, auctions_public
 from auctions.services import BidRejected, auction_buy_now, bid_place
+from marketplace.live import server_loop_register
 from marketplace.models import Organization
 from marketplace.selectors import organization_current
 

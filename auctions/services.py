@@ -20,6 +20,7 @@ from functools import partial
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from auctions.live import auction_events_publish, bidder_handle
@@ -33,6 +34,7 @@ from auctions.models import (
     ServiceBlock,
     default_increment_bands,
 )
+from marketplace.live import organization_notify
 from marketplace.models import Membership, Organization, User
 from marketplace.money import currency_validate, money_format
 from marketplace.services import audit_log_record
@@ -638,7 +640,8 @@ def auction_cancel(*, auction: Auction, staff_user: User, reason: str) -> Auctio
 
 
 def auction_close_notify(*, auction_id: int) -> None:
-    """E-mail the winner and the provider how the auction ended (after commit)."""
+    """Tell the winner and the provider how the auction ended, live and by e-mail (after
+    commit)."""
     auction = Auction.objects.select_related("block__provider__organization").get(pk=auction_id)
     provider = auction.block.provider
     provider_emails = {provider.contact_email} | set(
@@ -647,7 +650,13 @@ def auction_close_notify(*, auction_id: int) -> None:
         )
     )
     lease = Lease.objects.filter(auction=auction).select_related("winner", "winner_user").first()
+    url = reverse("auction_detail", args=[auction.pk])
     if lease is None:
+        organization_notify(
+            provider.organization_id,
+            text=f"Auction #{auction.pk} ended without a sale.",
+            url=url,
+        )
         send_mail(
             subject=f"Auction #{auction.pk} ended without a sale",
             message=f"Your auction of {auction.block} ended without a sale "
@@ -657,6 +666,12 @@ def auction_close_notify(*, auction_id: int) -> None:
         )
         return
     price = money_format(lease.price_minor, lease.currency)
+    organization_notify(
+        provider.organization_id, text=f"Auction #{auction.pk} sold for {price}.", url=url
+    )
+    organization_notify(
+        lease.winner_id, text=f"You won auction #{auction.pk} for {price}.", url=url
+    )
     send_mail(
         subject=f"Auction #{auction.pk} sold for {price}",
         message=f"Your block {auction.block} was won by {lease.winner} for {price}.",

@@ -1,24 +1,49 @@
+import asyncio
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.utils import timezone
 
+from marketplace.live import organization_group_name, server_loop_register
+from marketplace.selectors import memberships_of
+
 
 class PresenceConsumer(AsyncJsonWebsocketConsumer):
-    """Tells a page who it is signed in as and the server's clock, so pages can compute time
-    left from the server's time rather than the browser's."""
+    """Every page's companion: tells it the server's clock (pages compute time left from the
+    server's time, not the browser's) and, for a signed-in user, relays the live notifications
+    of the user's organizations (an auction won or sold)."""
+
+    groups: list[str]
 
     async def connect(self):
-        await self.accept()
+        server_loop_register(asyncio.get_running_loop())
+        self.groups = []
         user = self.scope.get("user")
+        signed_in = bool(user and user.is_authenticated)
+        if signed_in:
+            organization_ids = await database_sync_to_async(self._organization_ids)(user)
+            for organization_id in organization_ids:
+                group = organization_group_name(organization_id)
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups.append(group)
+        await self.accept()
         await self.send_json(
-            {
-                "type": "hello",
-                "server_time": timezone.now().isoformat(),
-                "signed_in": bool(user and user.is_authenticated),
-            }
+            {"type": "hello", "server_time": timezone.now().isoformat(), "signed_in": signed_in}
         )
+
+    @staticmethod
+    def _organization_ids(user) -> list[int]:
+        return list(memberships_of(user=user).values_list("organization_id", flat=True))
+
+    async def disconnect(self, code):
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         if content.get("type") == "ping":
             await self.send_json({"type": "pong", "server_time": timezone.now().isoformat()})
         else:
             await self.send_json({"type": "error", "code": "unknown_message_type"})
+
+    async def organization_notification(self, message):
+        await self.send_json({"type": "notification", **message["notification"]})

@@ -36,4 +36,32 @@
     table.appendChild(row);
     total.value = index + 1;
   }
+
+  // Live notifications of the user's organizations (an auction won or sold).
+  function notificationsConnect(path, delay) {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + path);
+    socket.onmessage = function (message) {
+      var data = JSON.parse(message.data);
+      if (data.type === "notification") toastShow(data.text, data.url);
+    };
+    socket.onopen = function () { delay = 1000; };
+    socket.onclose = function () {
+      window.setTimeout(function () { notificationsConnect(path, Math.min(delay * 2, 30000)); }, delay);
+    };
+  }
+
+  function toastShow(text, url) {
+    var box = document.querySelector(".toasts");
+    if (!box) return;
+    var toast = document.createElement(url ? "a" : "div");
+    toast.className = "toast";
+    toast.textContent = text;
+    if (url) toast.href = url;
+    box.appendChild(toast);
+    window.setTimeout(function () { toast.remove(); }, 15000);
+  }
+
+  var path = document.body.getAttribute("data-notifications");
+  if (path && "WebSocket" in window) notificationsConnect(path, 1000);
 })();
