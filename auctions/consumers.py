@@ -10,7 +10,7 @@ from collections import deque
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from auctions.live import auction_group_name
+from auctions.live import EVENT_HANDLER, auction_group_name
 from auctions.models import BidChannel
 from auctions.selectors import auction_snapshot, auctions_public
 from auctions.services import BidRejected, auction_buy_now, bid_place
@@ -39,20 +39,36 @@ def _organization_acting(scope) -> tuple[object | None, Organization | None]:
 
 
 @database_sync_to_async
-def _snapshot_read(auction_id: int, scope) -> dict | None:
+def _acting_and_snapshot(auction_id: int, scope) -> tuple[object, Organization | None, dict | None]:
+    """Who the connection acts for (read once: a page reconnects when it changes) and the
+    auction's snapshot for that viewer."""
+    user, organization = _organization_acting(scope)
+    return user, organization, _snapshot_for(auction_id, organization)
+
+
+@database_sync_to_async
+def _snapshot_read(auction_id: int, organization: Organization | None) -> dict | None:
+    return _snapshot_for(auction_id, organization)
+
+
+def _snapshot_for(auction_id: int, organization: Organization | None) -> dict | None:
     auction = auctions_public().filter(pk=auction_id).first()
     if auction is None:
         return None
-    _user, organization = _organization_acting(scope)
     viewer = organization if organization is not None and organization.is_recipient else None
     return auction_snapshot(auction=auction, viewer=viewer)
 
 
 @database_sync_to_async
 def _bid_place(
-    auction_id: int, scope, *, amount_minor: int, max_amount_minor: int | None, client_bid_id: str
+    auction_id: int,
+    user,
+    organization: Organization | None,
+    *,
+    amount_minor: int,
+    max_amount_minor: int | None,
+    client_bid_id: str,
 ) -> dict:
-    user, organization = _organization_acting(scope)
     if user is None:
         raise BidRejected("not_authenticated", "Log in to bid.")
     if organization is None:
@@ -77,8 +93,7 @@ def _bid_place(
 
 
 @database_sync_to_async
-def _buy_now(auction_id: int, scope) -> dict:
-    user, organization = _organization_acting(scope)
+def _buy_now(auction_id: int, user, organization: Organization | None) -> dict:
     if user is None:
         raise BidRejected("not_authenticated", "Log in to buy.")
     if organization is None:
@@ -107,7 +122,9 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         # Join before reading the snapshot, so no event falls between the two: an event the
         # snapshot already contains is ignored by the page (its seq is not newer).
         await self.channel_layer.group_add(self.group_name, self.channel_name)
-        snapshot = await _snapshot_read(self.auction_id, self.scope)
+        self.user, self.organization, snapshot = await _acting_and_snapshot(
+            self.auction_id, self.scope
+        )
         await self.accept()
         if snapshot is None:
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
@@ -119,6 +136,15 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "group_name", None):
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
+
+    async def dispatch(self, message):
+        # Relaying an event needs no database: skip the hop through the database thread that
+        # Channels makes before every handler (it would queue every watcher's event behind
+        # the bids being placed).
+        if message["type"] == EVENT_HANDLER:
+            await self.auction_event(message)
+            return
+        await super().dispatch(message)
 
     async def auction_event(self, message):
         """An event published by the services after their transaction committed."""
@@ -147,7 +173,7 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         if self._rate_limited():
             await self._error("rate_limited", "Too many messages; slow down.")
             return
-        snapshot = await _snapshot_read(self.auction_id, self.scope)
+        snapshot = await _snapshot_read(self.auction_id, self.organization)
         if snapshot is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -166,7 +192,8 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         try:
             reply = await _bid_place(
                 self.auction_id,
-                self.scope,
+                self.user,
+                self.organization,
                 amount_minor=_amount_parse(content.get("amount_minor")),
                 max_amount_minor=_amount_parse(content.get("max_amount_minor"), optional=True),
                 client_bid_id=client_bid_id,
@@ -183,7 +210,7 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
             await self._error("rate_limited", "Too many messages; slow down.")
             return
         try:
-            reply = await _buy_now(self.auction_id, self.scope)
+            reply = await _buy_now(self.auction_id, self.user, self.organization)
         except BidRejected as rejection:
             await self._error(rejection.code, rejection.message, **rejection.extra)
             return

@@ -300,13 +300,21 @@ def _event(auction: Auction, kind: str, **data) -> dict:
     return {"type": kind, "auction_id": auction.pk, "seq": auction.seq, **data}
 
 
-def bidder_assert_eligible(*, auction: Auction, bidder: Organization, user: User) -> None:
-    """Only members of an active recipient organization, never on their own auction."""
+def bidder_assert_eligible(*, auction_id: int, bidder: Organization, user: User) -> None:
+    """Only members of an active recipient organization, never on their own auction. Checked
+    before the auction is locked: none of it changes with the bidding."""
+    seller = (
+        Auction.objects.filter(pk=auction_id)
+        .values_list("block__provider__organization_id", flat=True)
+        .first()
+    )
+    if seller is None:
+        raise BidRejected("auction_not_found", "There is no such auction.")
     if not bidder.is_active or not bidder.is_recipient:
         raise BidRejected("not_a_buyer", "Only active buyer (recipient) organizations can bid.")
     if not Membership.objects.filter(user=user, organization=bidder).exists():
         raise BidRejected("not_a_buyer", f"You are not a member of {bidder}.")
-    if auction.block.provider.organization_id == bidder.pk:
+    if seller == bidder.pk:
         raise BidRejected("own_auction", "You cannot bid on your own organization's auction.")
 
 
@@ -392,6 +400,7 @@ def bid_place(
     from the same bidder returns the first outcome instead of bidding twice."""
     amount_minor, max_minor = _amounts_check(amount_minor, max_amount_minor)
     client_bid_id = (client_bid_id or "").strip()[:64]
+    bidder_assert_eligible(auction_id=auction_id, bidder=bidder, user=user)
     auction = _auction_locked(auction_id)
     if client_bid_id:
         earlier = Bid.objects.filter(
@@ -401,8 +410,6 @@ def bid_place(
             return _replay(auction, earlier)
     now = timezone.now()
     _assert_open(auction, now)
-    bidder_assert_eligible(auction=auction, bidder=bidder, user=user)
-
     standing = bid_resolve(
         auction=auction, bidder_id=bidder.pk, amount_minor=amount_minor, max_minor=max_minor
     )
@@ -461,17 +468,8 @@ def bid_place(
             "extensions",
         ]
     )
-    audit_log_record(
-        action="bid.placed",
-        actor=user,
-        organization=bidder,
-        target=bid,
-        data={
-            "auction": auction.pk,
-            "amount_minor": amount_minor,
-            "price_minor": standing.price_minor,
-        },
-    )
+    # The bid row itself is the immutable record of the offer (who, what, when, through
+    # what); money moves, and is audited, when the lease is created.
     transaction.on_commit(partial(auction_events_publish, auction.pk, events))
     return BidOutcome(
         bid=bid, auction=auction, leading=standing.leader_id == bidder.pk, events=events
@@ -481,10 +479,10 @@ def bid_place(
 @transaction.atomic
 def auction_buy_now(*, auction_id: int, buyer: Organization, user: User) -> Lease:
     """Buy the block at the buy-now price; offered only until the first bid. Ends the auction."""
+    bidder_assert_eligible(auction_id=auction_id, bidder=buyer, user=user)
     auction = _auction_locked(auction_id)
     now = timezone.now()
     _assert_open(auction, now)
-    bidder_assert_eligible(auction=auction, bidder=buyer, user=user)
     if not auction.buy_now_available:
         raise BidRejected(
             "buy_now_unavailable", "Buy-now is no longer offered: bidding has started."
@@ -569,7 +567,8 @@ def _auction_end(auction: Auction, *, now: datetime, bought_now: bool = False) -
             },
         )
     transaction.on_commit(partial(auction_events_publish, auction.pk, [event]))
-    transaction.on_commit(partial(auction_close_notify, auction_id=auction.pk))
+    # robust: a mail server that fails must not stop the sweep closing other auctions.
+    transaction.on_commit(partial(auction_close_notify, auction_id=auction.pk), robust=True)
     return CloseOutcome(auction=auction, lease=lease)
 
 

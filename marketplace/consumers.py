@@ -4,7 +4,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.utils import timezone
 
-from marketplace.live import organization_group_name, server_loop_register
+from marketplace.live import (
+    NOTIFICATION_HANDLER,
+    organization_group_name,
+    server_loop_register,
+)
 from marketplace.selectors import memberships_of
 
 
@@ -38,6 +42,13 @@ class PresenceConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def dispatch(self, message):
+        # Relaying a notification needs no database: no hop through the database thread.
+        if message["type"] == NOTIFICATION_HANDLER:
+            await self.organization_notification(message)
+            return
+        await super().dispatch(message)
 
     async def receive_json(self, content, **kwargs):
         if content.get("type") == "ping":
