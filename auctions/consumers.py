@@ -26,6 +26,9 @@ CLOSE_NOT_FOUND = 4404
 MESSAGES_PER_WINDOW = 20
 RATE_WINDOW_SECONDS = 1.0
 
+# How long an event that arrived before its predecessor is held before the page resyncs.
+GAP_WAIT_SECONDS = 0.5
+
 # The largest amount the database stores (a signed 64-bit integer).
 AMOUNT_MAX_MINOR = 2**63 - 1
 
@@ -131,9 +134,14 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
             self.group_name = None
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.last_seq = snapshot["seq"]
+        self.held_events: dict[int, dict] = {}
+        self.gap_timer: asyncio.TimerHandle | None = None
         await self.send_json(snapshot)
 
     async def disconnect(self, code):
+        if getattr(self, "gap_timer", None) is not None:
+            self.gap_timer.cancel()
         if getattr(self, "group_name", None):
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
 
@@ -147,8 +155,46 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         await super().dispatch(message)
 
     async def auction_event(self, message):
-        """An event published by the services after their transaction committed."""
-        await self.send_json(message["event"])
+        """An event published by the services after their transaction committed.
+
+        Servers publish after their own commits, so two close bids placed through two servers
+        can arrive here crossed. Events go to the page in seq order: an early one is held until
+        the one before it arrives; if that one never comes, the page gets a fresh snapshot."""
+        event = message["event"]
+        seq = event.get("seq")
+        if not isinstance(seq, int) or seq <= self.last_seq:
+            return
+        self.held_events[seq] = event
+        while self.last_seq + 1 in self.held_events:
+            self.last_seq += 1
+            await self.send_json(self.held_events.pop(self.last_seq))
+        if self.held_events and self.gap_timer is None:
+            loop = asyncio.get_running_loop()
+            self.gap_timer = loop.call_later(
+                GAP_WAIT_SECONDS, lambda: loop.create_task(self._gap_resync())
+            )
+        elif not self.held_events and self.gap_timer is not None:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+
+    async def _gap_resync(self):
+        """A missing event did not arrive: send a snapshot, then what came after it."""
+        self.gap_timer = None
+        if not self.held_events:
+            return
+        snapshot = await _snapshot_read(self.auction_id, self.organization)
+        if snapshot is None:
+            return
+        await self._snapshot_send(snapshot)
+
+    async def _snapshot_send(self, snapshot: dict):
+        self.last_seq = max(self.last_seq, snapshot["seq"])
+        await self.send_json(snapshot)
+        for seq in sorted(self.held_events):
+            event = self.held_events.pop(seq)
+            if seq == self.last_seq + 1:
+                self.last_seq = seq
+                await self.send_json(event)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
@@ -177,7 +223,7 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
         if snapshot is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        await self.send_json(snapshot)
+        await self._snapshot_send(snapshot)
 
     async def _bid(self, content):
         client_bid_id = content.get("client_bid_id") or ""

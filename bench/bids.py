@@ -685,7 +685,7 @@ def main() -> None:
         "quick": arguments.quick,
         "servers": arguments.servers,
         "measured_seconds": arguments.seconds,
-        "conn_max_age": int(os.environ.get("CONN_MAX_AGE", "0")),
+        "conn_max_age": int(os.environ.get("CONN_MAX_AGE", "60")),
         "accepted_bids_per_s": None,
         "baseline_updates_per_s": None,
         "ratio": None,

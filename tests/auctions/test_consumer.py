@@ -503,3 +503,44 @@ async def test_a_connection_sending_too_many_bids_is_rate_limited(
     assert codes[:20] == ["invalid_amount"] * 20
     assert set(codes[20:]) == {"rate_limited"}
     await watcher.close()
+
+
+async def _publish(auction_id: int, *events: dict) -> None:
+    from channels.layers import get_channel_layer
+
+    from auctions.live import EVENT_HANDLER, auction_group_name
+
+    layer = get_channel_layer()
+    for event in events:
+        await layer.group_send(
+            auction_group_name(auction_id), {"type": EVENT_HANDLER, "event": event}
+        )
+
+
+async def test_events_that_arrive_crossed_reach_the_page_in_seq_order(
+    auction, async_db_connections_closed
+):
+    # Two servers publish after their own commits, so seq 2 can reach a watcher before seq 1.
+    watcher = Watcher(auction.pk)
+    await watcher.connect()
+    first = {"type": "bid.placed", "auction_id": auction.pk, "seq": 1, "price_minor": 1000}
+    second = {"type": "bid.placed", "auction_id": auction.pk, "seq": 2, "price_minor": 1100}
+    await _publish(auction.pk, second, first, first)
+    assert [(await watcher.receive())["seq"] for _ in range(2)] == [1, 2]
+    assert await watcher.communicator.receive_nothing(timeout=0.7)  # the duplicate is dropped
+    await watcher.close()
+
+
+async def test_a_missing_event_is_replaced_by_a_fresh_snapshot(
+    auction, bidder_a, async_db_connections_closed
+):
+    watcher = Watcher(auction.pk)
+    await watcher.connect()
+    # Seq 1 happens but its event is lost; seq 2 arrives on its own.
+    await database_sync_to_async(_bid)(auction, bidder_a, 1000)
+    await watcher.receive()  # the real seq 1 event
+    await _publish(auction.pk, {"type": "auction.extended", "auction_id": auction.pk, "seq": 3})
+    snapshot = await watcher.receive()
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["seq"] == 1
+    await watcher.close()
