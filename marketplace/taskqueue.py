@@ -20,6 +20,7 @@ import secrets
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -451,7 +452,7 @@ def _rq_lease_recover(lease: TaskLease) -> str:
 EMBEDDED_WORKER_RESTART_SECONDS = 5.0
 
 
-class TaskWorkerLoop:
+class TaskWorkerLoop(ABC):
     """Runs the configured backend's worker on some queues; `stop` asks it to finish."""
 
     backend_label = ""
@@ -483,11 +484,13 @@ class TaskWorkerLoop:
         self.stopping.set()
         self._stop_work()
 
+    @abstractmethod
     def _work(self) -> None:
-        raise NotImplementedError
+        """Run the backend's worker until it stops."""
 
+    @abstractmethod
     def _stop_work(self) -> None:
-        raise NotImplementedError
+        """Ask the backend's worker to stop after its current task."""
 
 
 class _DatabaseWorkerLoop(TaskWorkerLoop):
