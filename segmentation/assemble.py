@@ -15,10 +15,12 @@ with many parts the file descriptors come from a bounded pool.
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 from segmentation.capture import CaptureReader, FilePool, capture_encoder, capture_open
@@ -47,6 +49,10 @@ class AssembledCapture:
     bytes: int
 
 
+class _PartMismatch(Exception):
+    """A part ran out of packets before its indices ran out, or the reverse."""
+
+
 class _Part:
     """One part being merged: yields (original index, record bytes or Packet) in order.
 
@@ -70,18 +76,14 @@ class _Part:
             and self.reader.byte_order == like.byte_order
             and self.reader.nanosecond == like.nanosecond
         )
-        items = chain.from_iterable(self.reader.pcap_records()) if self.raw else iter(self.reader)
-        self.items = zip(indices, items, strict=True)
+        self.indices = indices
+        self.records = (
+            chain.from_iterable(self.reader.pcap_records()) if self.raw else iter(self.reader)
+        )
+        self.items = zip(indices, self.records, strict=True)
 
     def advance(self) -> tuple[int, bytes | Packet] | None:
-        try:
-            return next(self.items, None)
-        except ValueError as exc:
-            if "zip()" not in str(exc):
-                raise
-            raise AssembleError(
-                f"{self.path.name} and its indices disagree on its packet count"
-            ) from None
+        return next(self.items, None)
 
 
 def assemble(
@@ -89,13 +91,16 @@ def assemble(
     output_path: str | os.PathLike[str],
     *,
     like: CaptureReader,
+    parallel: bool | None = None,
 ) -> AssembledCapture:
     """Merge parts, each (capture file, original indices of its packets), in index order.
 
     `like` is a reader of the original input (it may be closed): the output gets its file
     header (pcap) or interfaces (pcapng), so unchanged pcap segments give the input back byte
-    for byte. Raises AssembleError when a part's indices and packets differ in number, or an
-    index repeats; CaptureError when a part cannot be read.
+    for byte. `parallel` merges the indices in a forked helper process while this one copies
+    packets (default: when the parts add up to 32 MB or more, on two cores or more); the
+    indices are then consumed in the helper. Raises AssembleError when a part's indices and
+    packets differ in number, or an index repeats; CaptureError when a part cannot be read.
     """
     if len(parts) >= 1 << _INDEX_BITS:
         raise AssembleError(f"too many parts to merge ({len(parts)})")
@@ -105,7 +110,16 @@ def assemble(
     try:
         for path, indices in parts:
             opened.append(_Part(Path(path), indices, like, buffer_size, pool))
-        written = _merge(opened, output_path, like)
+        if parallel is None:
+            parallel = _parallel_worthwhile(opened)
+        if parallel and _CAN_FORK:
+            written = _merge_in_parallel(opened, output_path, like)
+        else:
+            written = _merge(opened, output_path, like)
+    except _PartMismatch as mismatch:
+        raise AssembleError(
+            f"{mismatch.args[0].path.name} and its indices disagree on its packet count"
+        ) from None
     finally:
         for part in opened:
             part.reader.close()
@@ -120,6 +134,7 @@ def assemble_segments(
     output_path: str | os.PathLike[str],
     *,
     like: CaptureReader,
+    parallel: bool | None = None,
 ) -> AssembledCapture:
     """Merge unchanged segments of a split back, with the segment index the split wrote."""
     index = SegmentIndex(index_path)
@@ -127,65 +142,217 @@ def assemble_segments(
         [(segment.path, index.indices(segment.number)) for segment in segments],
         output_path,
         like=like,
+        parallel=parallel,
     )
 
 
 def _merge(parts: list[_Part], output_path: str | os.PathLike[str], like: CaptureReader) -> int:
+    """The k-way merge. A part whose indices and packets differ in number raises _PartMismatch."""
     mask = (1 << _INDEX_BITS) - 1
     heap: list[int] = []
     pending: list[bytes | Packet | None] = [None] * len(parts)
-    for number, part in enumerate(parts):
-        head = part.advance()
-        if head is not None:
-            heap.append(head[0] << _INDEX_BITS | number)
-            pending[number] = head[1]
+    number = 0
+    try:
+        for number, part in enumerate(parts):
+            head = part.advance()
+            if head is not None:
+                heap.append(head[0] << _INDEX_BITS | number)
+                pending[number] = head[1]
+    except ValueError as exc:  # zip(strict=True) saying one side ended first
+        raise _PartMismatch(parts[number]) from exc
     heapq.heapify(heap)
     pcapng = like.format == "pcapng"
     # `like` may not have read far enough to know every interface; the parts carrying packets
     # of later interfaces describe them (with the same numbers, as the split wrote them)
     interfaces = list(like.interfaces)
     encoder = capture_encoder(like, interfaces=interfaces)
-    advances = [part.advance for part in parts]
+    items = [part.items for part in parts]
     heappop, heappushpop = heapq.heappop, heapq.heappushpop
     written = 0
     out = bytearray(encoder.preamble())
     with open(output_path, "wb") as file:
-        if heap:
-            key = heappop(heap)
-            number, index = key & mask, key >> _INDEX_BITS
-        else:
-            number = -1
+        if not heap:
+            file.write(out)
+            return 0
+        key = heappop(heap)
+        number, index = key & mask, key >> _INDEX_BITS
         last = -1
-        while number >= 0:
-            # the part `number` holds the smallest index left; the heap holds the others
+        try:
+            while True:
+                # the part `number` holds the smallest index left; the heap holds the others
+                if index <= last:
+                    raise AssembleError(f"packet {index} is in two parts or out of order")
+                last = index
+                item = pending[number]
+                if type(item) is bytes:
+                    out += item
+                else:
+                    if pcapng and item.interface >= len(interfaces):
+                        known = parts[number].reader.interfaces
+                        interfaces.extend(known[len(interfaces) : item.interface + 1])
+                    encoder.encode_into(out, item)
+                written += 1
+                if len(out) >= _WRITE_CHUNK:
+                    file.write(out)
+                    out.clear()
+                head = next(items[number], None)
+                if head is None:
+                    if not heap:
+                        break
+                    key = heappop(heap)
+                else:
+                    pending[number] = head[1]
+                    if head[0] == index + 1:
+                        # the very next packet: no other part can hold a smaller index, so the
+                        # heap is left alone (most packets, as connections come in bursts)
+                        index += 1
+                        continue
+                    key = heappushpop(heap, head[0] << _INDEX_BITS | number)
+                number, index = key & mask, key >> _INDEX_BITS
+        except ValueError as exc:
+            if isinstance(exc, AssembleError):
+                raise
+            raise _PartMismatch(parts[number]) from exc
+        file.write(out)
+    return written
+
+
+# -- the merge with a helper process ----------------------------------------------------------
+
+_CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
+_PARALLEL_MIN_BYTES = 32 << 20
+_ORDER_BATCH = 16384  # numbers per message: 8192 runs
+
+
+def _parallel_worthwhile(parts: list[_Part]) -> bool:
+    if (os.cpu_count() or 1) < 2:
+        return False
+    total = 0
+    for part in parts:
+        try:
+            total += os.stat(part.path).st_size
+        except OSError:  # pragma: no cover - it was just opened
+            return False
+    return total >= _PARALLEL_MIN_BYTES
+
+
+def _order_parts(index_sources: list[Iterable[int]], sender) -> None:
+    """In the helper process: merge the parts' indices and send, in batches, which part holds
+    the next packets as (part number, how many in a row) pairs; then an end mark."""
+    try:
+        mask = (1 << _INDEX_BITS) - 1
+        sources = [iter(indices) for indices in index_sources]
+        heap = []
+        for number, source in enumerate(sources):
+            first = next(source, None)
+            if first is not None:
+                heap.append(first << _INDEX_BITS | number)
+        heapq.heapify(heap)
+        runs = array("I")
+        append = runs.append
+        last = -1
+        while heap:
+            key = heapq.heappop(heap)
+            number, index = key & mask, key >> _INDEX_BITS
             if index <= last:
                 raise AssembleError(f"packet {index} is in two parts or out of order")
-            last = index
-            item = pending[number]
-            if type(item) is bytes:
-                out += item
-            else:
-                if pcapng and item.interface >= len(interfaces):
-                    known = parts[number].reader.interfaces
-                    interfaces.extend(known[len(interfaces) : item.interface + 1])
-                encoder.encode_into(out, item)
-            written += 1
-            if len(out) >= _WRITE_CHUNK:
-                file.write(out)
-                out.clear()
-            head = advances[number]()
-            if head is None:
-                if not heap:
-                    break
-                key = heappop(heap)
-            else:
-                pending[number] = head[1]
-                if head[0] == index + 1:
-                    # the very next packet: no other part can hold a smaller index, so the
-                    # heap is left alone (most packets, as connections come in bursts)
-                    index += 1
-                    continue
-                key = heappushpop(heap, head[0] << _INDEX_BITS | number)
-            number, index = key & mask, key >> _INDEX_BITS
+            source = sources[number]
+            # this part's packets in a row, as long as their indices follow each other: no
+            # other part can hold an index in between
+            count = 1
+            following = next(source, None)
+            while following == index + count:
+                count += 1
+                following = next(source, None)
+            last = index + count - 1
+            append(number)
+            append(count)
+            if following is not None:
+                heapq.heappush(heap, following << _INDEX_BITS | number)
+            if len(runs) >= _ORDER_BATCH:
+                sender.send_bytes(b"N" + runs.tobytes())
+                del runs[:]
+        sender.send_bytes(b"N" + runs.tobytes())
+        sender.send_bytes(b"D")
+    except BaseException as exc:  # reported to the writing process, which raises
+        sender.send_bytes(b"E" + f"{exc}".encode())
+    finally:
+        sender.close()
+
+
+def _merge_in_parallel(
+    parts: list[_Part], output_path: str | os.PathLike[str], like: CaptureReader
+) -> int:
+    """The merge split in two: a forked helper orders the packets from the indices alone;
+    this process follows that order, copying each part's next packet to the output."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    helper = context.Process(
+        target=_order_parts,
+        args=([part.indices for part in parts], sender),
+        name="assemble-ordering",
+        daemon=True,
+    )
+    helper.start()
+    sender.close()
+    try:
+        return _write_in_order(parts, receiver, output_path, like)
+    finally:
+        receiver.close()
+        if helper.is_alive():
+            helper.terminate()
+        helper.join()
+
+
+def _write_in_order(parts: list[_Part], receiver, output_path, like: CaptureReader) -> int:
+    pcapng = like.format == "pcapng"
+    interfaces = list(like.interfaces)
+    encoder = capture_encoder(like, interfaces=interfaces)
+    records = [part.records for part in parts]
+    raw = [part.raw for part in parts]
+    written = 0
+    out = bytearray(encoder.preamble())
+    number = 0
+    with open(output_path, "wb") as file:
+        while True:
+            try:
+                message = receiver.recv_bytes()
+            except EOFError:
+                raise AssembleError("the ordering helper ended without a word (killed?)") from None
+            tag = message[:1]
+            if tag == b"E":
+                raise AssembleError(message[1:].decode())
+            if tag == b"D":
+                break
+            runs = array("I")
+            runs.frombytes(message[1:])
+            try:
+                for number, count in zip(runs[::2], runs[1::2], strict=True):
+                    part_records = records[number]
+                    if raw[number]:
+                        if count == 1:
+                            out += next(part_records)
+                        else:
+                            run = list(islice(part_records, count))
+                            if len(run) < count:
+                                raise StopIteration
+                            out += b"".join(run)
+                    else:
+                        for _ in range(count):
+                            packet = next(part_records)
+                            if pcapng and packet.interface >= len(interfaces):
+                                known = parts[number].reader.interfaces
+                                interfaces.extend(known[len(interfaces) : packet.interface + 1])
+                            encoder.encode_into(out, packet)
+                    written += count
+                    if len(out) >= _WRITE_CHUNK:
+                        file.write(out)
+                        out.clear()
+            except StopIteration:
+                raise _PartMismatch(parts[number]) from None
         file.write(out)
+    # a part with more packets than indices has some left
+    for part in parts:
+        if next(part.records, None) is not None:
+            raise _PartMismatch(part)
     return written

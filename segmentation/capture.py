@@ -290,15 +290,26 @@ class CaptureReader:
         buf = self._pending
         base = self._pending_offset  # file offset of buf[0]
         pos = 0
-        index = 0
+        index = 0  # records before buf[pos]
         size = len(buf)
-        batch: list[bytes] = []
         while True:
+            # every complete record in the buffer, in a loop kept as tight as possible
+            batch: list[bytes] = []
+            append = batch.append
+            last_header = size - 16
+            while pos <= last_header:
+                end = pos + 16 + caplen_of(buf, pos + 8)[0]
+                if end > size:
+                    break
+                append(buf[pos:end])
+                pos = end
+            if batch:
+                index += len(batch)
+                self.packets_read = index
+                yield batch
+            # then the next chunk, for a record header or the rest of a record
             if size - pos < 16:
-                if batch:
-                    self.packets_read = index
-                    yield batch
-                    batch = []
+                need = 16 - (size - pos)
                 chunk = read(self._chunk)
                 if not chunk:
                     if pos == size:
@@ -308,25 +319,15 @@ class CaptureReader:
                         record=index,
                         offset=base + pos,
                     )
-                buf = buf[pos:] + chunk
-                base += pos
-                pos = 0
-                size = len(buf)
-                continue
-            end = pos + 16 + caplen_of(buf, pos + 8)[0]
-            if end > size:
-                if batch:
-                    self.packets_read = index
-                    yield batch
-                    batch = []
-                caplen = end - pos - 16
+            else:
+                caplen = caplen_of(buf, pos + 8)[0]
                 if caplen > _MAX_CAPLEN:
                     raise CaptureError(
                         f"absurd captured length {caplen} in the record header",
                         record=index,
                         offset=base + pos,
                     )
-                need = end - size
+                need = pos + 16 + caplen - size
                 chunk = self._read(max(self._chunk, need))
                 if len(chunk) < need:
                     raise CaptureError(
@@ -335,14 +336,10 @@ class CaptureReader:
                         record=index,
                         offset=base + pos,
                     )
-                buf = buf[pos:] + chunk
-                base += pos
-                pos = 0
-                size = len(buf)
-                continue
-            batch.append(buf[pos:end])
-            index += 1
-            pos = end
+            buf = buf[pos:] + chunk
+            base += pos
+            pos = 0
+            size = len(buf)
 
     # -- pcapng ----------------------------------------------------------------------------
 

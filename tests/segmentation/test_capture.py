@@ -412,3 +412,24 @@ def test_any_cut_of_a_capture_reads_cleanly_or_raises_capture_error(tmp_path, le
             _read_all(path)
         except CaptureError as error:
             assert error.offset is not None
+
+
+def test_readers_sharing_a_small_file_pool_read_interleaved_files_correctly():
+    from segmentation.capture import FilePool
+
+    pool = FilePool(max_open=2)
+    paths = [DATA / name for name in ("tls.pcap", "DnsPackets.pcap", "sll.pcap", "raw_ip.pcap")]
+    readers = [capture_open(path, buffer_size=4096, pool=pool) for path in paths]
+    iterators = [iter(reader) for reader in readers]
+    got: dict[int, list[bytes]] = {number: [] for number in range(len(paths))}
+    active = set(got)
+    while active:  # one packet from each file in turn: descriptors are evicted all along
+        for number in sorted(active):
+            packet = next(iterators[number], None)
+            if packet is None:
+                active.discard(number)
+            else:
+                got[number].append(packet.data)
+    for number, path in enumerate(paths):
+        assert got[number] == [data for _ts, data in _dpkt_packets(path)]
+    pool.close()

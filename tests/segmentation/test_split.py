@@ -606,3 +606,74 @@ def test_assemble_refuses_indices_that_disagree_or_repeat(tmp_path):
                 tmp_path / "o",
                 like=like,
             )
+
+
+# -- the two-process paths give the same result ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "param", "bpf"),
+    [("connection", None, None), ("client-port", 3, "tcp or udp"), ("round-robin", 5, "tcp")],
+)
+def test_splitting_with_a_helper_process_writes_the_same_segments(method, param, bpf, tmp_path):
+    results = {}
+    for parallel in (False, True):
+        output = tmp_path / str(parallel)
+        output.mkdir()
+        segments = split_capture(
+            MANY,
+            output,
+            method=method,
+            param=param,
+            bpf=bpf,
+            index_path=output / "index",
+            parallel=parallel,
+        )
+        results[parallel] = {path.name: path.read_bytes() for path in output.iterdir()}
+        assert segments.packets_read == len(_originals(MANY))
+    assert results[True] == results[False]
+
+
+def test_a_malformed_capture_fails_the_same_with_a_helper_process(tmp_path):
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(MANY.read_bytes()[:1_500_000])
+    (tmp_path / "out").mkdir()
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(CaptureError) as caught:
+            split_capture(cut, tmp_path / "out", method="connection", parallel=parallel)
+        errors.append((caught.value.record, caught.value.offset))
+    assert errors[0] == errors[1]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("path", [MANY, DATA / "pcapng-example.pcapng"], ids=["pcap", "pcapng"])
+def test_assembling_with_a_helper_process_gives_the_same_output(path, tmp_path):
+    segments, _index = _split(path, tmp_path, "connection", 7)
+    outputs = []
+    for parallel in (False, True):
+        output = tmp_path / f"assembled-{parallel}{path.suffix}"
+        with capture_open(path) as like:
+            result = assemble_segments(
+                segments, tmp_path / "segments.idx", output, like=like, parallel=parallel
+            )
+        assert result.packets == len(_originals(path))
+        outputs.append(output.read_bytes())
+    assert outputs[0] == outputs[1]
+    if path.suffix == ".pcap":
+        assert outputs[1] == path.read_bytes()
+
+
+def test_a_helper_process_reports_indices_that_disagree_or_repeat(tmp_path):
+    segments, index = _split(DATA / "tls.pcap", tmp_path, "round-robin", 2)
+    with capture_open(DATA / "tls.pcap") as like:
+        for indices in (list(index.indices(0))[:-1], [*index.indices(0), 999]):
+            with pytest.raises(AssembleError, match="disagree"):
+                assemble([(segments[0].path, indices)], tmp_path / "o", like=like, parallel=True)
+        with pytest.raises(AssembleError, match="two parts"):
+            assemble(
+                [(segments[0].path, index.indices(0)), (segments[0].path, index.indices(0))],
+                tmp_path / "o",
+                like=like,
+                parallel=True,
+            )

@@ -58,6 +58,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except CaptureError as exc:
             raise CommandError(f"cannot read '{source}': {exc}") from None
+        except OSError as exc:
+            raise CommandError(f"cannot write the segments: {exc}") from None
         for segment in segments:
             self.stdout.write(f"{segment.path}  {segment.packets} packets  {segment.bytes} bytes")
         written = sum(segment.packets for segment in segments)
