@@ -3,7 +3,7 @@
     .venv/bin/python bench/segment.py [--quick] [--mb 150] [--max-files 16] [--workdir /tmp]
 
 It builds a capture of at least `--mb` MB by concatenating the shared Ethernet captures
-(../shared/data/pcap, rewritten into one microsecond pcap with one link type), then, in a
+(tests/data/pcap, rewritten into one microsecond pcap with one link type), then, in a
 child process, runs the engine that jobs use: `split_capture(method="connection")` writing the
 segments and their segment index, and `assemble_segments` merging them back in the original
 order; `identical` says whether the output equals the input byte for byte. The child reports
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA = BASE_DIR.parent / "shared" / "data" / "pcap"
+DATA = BASE_DIR / "tests" / "data" / "pcap"
 sys.path.insert(0, str(BASE_DIR))
 
 from segmentation.capture import capture_open, capture_writer  # noqa: E402

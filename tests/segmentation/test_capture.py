@@ -9,8 +9,9 @@ import pytest
 
 from segmentation.capture import capture_open, capture_writer
 from segmentation.packet import CaptureError, Packet
+from tests.captures import CAPTURES_DIR
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pcap"
+DATA = CAPTURES_DIR
 PCAP_FILES = sorted(DATA.glob("*.pcap"))
 PCAPNG_FILES = sorted(DATA.glob("*.pcapng"))
 ALL_FILES = PCAP_FILES + PCAPNG_FILES

@@ -37,8 +37,9 @@ from segmentation.processing import (
     services_required,
     strip_payload,
 )
+from tests.captures import CAPTURES_DIR
 
-PCAP_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "pcap"
+PCAP_DIR = CAPTURES_DIR
 CAPTURES = sorted(path.name for path in PCAP_DIR.iterdir())
 IP_CAPTURES = [
     "DnsPackets.pcap",

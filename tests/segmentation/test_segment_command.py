@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pcap"
+from tests.captures import CAPTURES_DIR
+
+DATA = CAPTURES_DIR
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
 
 

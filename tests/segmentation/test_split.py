@@ -19,8 +19,9 @@ from segmentation.split import (
     split_capture,
     split_param_parse,
 )
+from tests.captures import CAPTURES_DIR
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pcap"
+DATA = CAPTURES_DIR
 ALL_FILES = sorted(DATA.glob("*.pcap")) + sorted(DATA.glob("*.pcapng"))
 MANY = DATA / "many-protocols.pcap"
 SYN, ACK = 0x02, 0x10
