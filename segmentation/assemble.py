@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import multiprocessing
 import os
+import threading
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -226,6 +227,11 @@ _ORDER_BATCH = 16384  # numbers per message: 8192 runs
 
 def _parallel_worthwhile(parts: list[_Part]) -> bool:
     if (os.cpu_count() or 1) < 2:
+        return False
+    if threading.active_count() > 1:
+        # Forking a process that runs other threads (a server, a worker with its heartbeat)
+        # can deadlock the child on a lock one of them held; only single-threaded callers
+        # such as `manage.py segment` get the helper process by default.
         return False
     total = 0
     for part in parts:

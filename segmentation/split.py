@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import resource
 import sys
+import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -635,6 +636,11 @@ _DROPPED = 0xFFFFFFFF  # the number a helper gives a packet the pre-filter drops
 def _parallel_worthwhile(reader: CaptureReader) -> bool:
     """Two processes pay off on large pcap inputs when a second core is there."""
     if reader.format != "pcap" or (os.cpu_count() or 1) < 2:
+        return False
+    if threading.active_count() > 1:
+        # Forking a process that runs other threads (a server, a worker with its heartbeat)
+        # can deadlock the child on a lock one of them held; only single-threaded callers
+        # such as `manage.py segment` get the helper process by default.
         return False
     try:
         return os.stat(reader.path).st_size >= _PARALLEL_MIN_BYTES
