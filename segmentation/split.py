@@ -339,14 +339,8 @@ def _server_port(src, dst, proto, sport, dport, flags) -> int:
 
 
 def _client_port(src, dst, proto, sport, dport, flags) -> int:
-    if proto == TCP:
-        if flags & _SYN:
-            return dport if flags & _ACK else sport
-    elif _is_multicast(src):
-        return sport
-    elif _is_multicast(dst):
-        return dport
-    return max(sport, dport)
+    # The client's port is whichever of the two ports the server's is not.
+    return sport + dport - _server_port(src, dst, proto, sport, dport, flags)
 
 
 class _IpPort:
