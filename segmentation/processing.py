@@ -338,10 +338,25 @@ def anonymize_ip(packets: Iterable[Packet], *, key: bytes) -> Iterator[Packet]:
     ICMP and ICMPv6 checksums are updated to match. Packets without IP (or cut before their
     addresses) pass unchanged; application payloads (DNS answers, ...) are not rewritten.
     """
+    return _streamed(_anonymize_step(key=key), packets)
+
+
+def _anonymize_step(*, key: bytes) -> Callable[[Packet], Packet | None]:
     anonymizer = _Anonymizer(key)
-    for packet in packets:
+
+    def step(packet: Packet) -> Packet:
         data = anonymizer.packet(packet.data, packet.linktype)
-        yield packet if data is None else replace(packet, data=data, header=None)
+        return packet if data is None else replace(packet, data=data, header=None)
+
+    return step
+
+
+def _streamed(step: Callable[[Packet], Packet | None], packets: Iterable[Packet]):
+    """A service's stream: its per-packet step over each packet, dropped ones left out."""
+    for packet in packets:
+        result = step(packet)
+        if result is not None:
+            yield result
 
 
 # --- strip-payload ---------------------------------------------------------------------------
@@ -393,13 +408,20 @@ def strip_payload(packets: Iterable[Packet], *, keep_bytes: int = 0) -> Iterator
 
     Only `data` is cut: the original length stays, as in a capture taken with a short snaplen.
     """
+    return _streamed(_strip_step(keep_bytes=keep_bytes), packets)
+
+
+def _strip_step(*, keep_bytes: int = 0) -> Callable[[Packet], Packet]:
     if keep_bytes < 0:
         raise ProcessingError("strip-payload: keep_bytes must not be negative")
-    for packet in packets:
+
+    def step(packet: Packet) -> Packet:
         cut = headers_length(packet.data, packet.linktype) + keep_bytes
         if cut < len(packet.data):
-            packet = replace(packet, data=packet.data[:cut], header=None)
-        yield packet
+            return replace(packet, data=packet.data[:cut], header=None)
+        return packet
+
+    return step
 
 
 # --- dedupe ----------------------------------------------------------------------------------
@@ -430,40 +452,48 @@ def dedupe(
     nanoseconds older (at most MAX_DEDUPE_DEPTH of them). Dropped packets stay in the window,
     as in editcap, so a burst of copies shrinks to its first packet.
     """
+    return _streamed(_dedupe_step(window=window, time_window_ns=time_window_ns), packets)
+
+
+def _dedupe_step(
+    *, window: int | None = None, time_window_ns: int | None = None
+) -> Callable[[Packet], Packet | None]:
     if window is not None and time_window_ns is not None:
         raise ProcessingError("dedupe takes either a packet window or a time window, not both")
     if time_window_ns is not None:
         if time_window_ns < 0:
             raise ProcessingError("dedupe: time_window_ns must not be negative")
-        yield from _dedupe_by_time(packets, time_window_ns)
-        return
+        return _dedupe_by_time_step(time_window_ns)
     window = DEFAULT_DEDUPE_WINDOW if window is None else window
     if not 1 <= window <= MAX_DEDUPE_DEPTH:
         raise ProcessingError(f"dedupe: window must be between 1 and {MAX_DEDUPE_DEPTH}")
     depth = window - 1
     recent: deque[bytes] = deque()
     counts: dict[bytes, int] = {}
-    for packet in packets:
+
+    def step(packet: Packet) -> Packet | None:
         fingerprint = _packet_fingerprint(packet)
-        if fingerprint not in counts:
-            yield packet
-        if not depth:
-            continue
-        recent.append(fingerprint)
-        counts[fingerprint] = counts.get(fingerprint, 0) + 1
-        if len(recent) > depth:
-            oldest = recent.popleft()
-            if counts[oldest] == 1:
-                del counts[oldest]
-            else:
-                counts[oldest] -= 1
+        kept = packet if fingerprint not in counts else None
+        if depth:
+            recent.append(fingerprint)
+            counts[fingerprint] = counts.get(fingerprint, 0) + 1
+            if len(recent) > depth:
+                oldest = recent.popleft()
+                if counts[oldest] == 1:
+                    del counts[oldest]
+                else:
+                    counts[oldest] -= 1
+        return kept
+
+    return step
 
 
-def _dedupe_by_time(packets: Iterable[Packet], time_window_ns: int) -> Iterator[Packet]:
+def _dedupe_by_time_step(time_window_ns: int) -> Callable[[Packet], Packet | None]:
     recent: deque[tuple[int, bytes]] = deque()
     # fingerprint -> [packets of it in the window, timestamp of the latest one]
     seen: dict[bytes, list[int]] = {}
-    for packet in packets:
+
+    def step(packet: Packet) -> Packet | None:
         now = packet.ts_ns
         while recent and (now - recent[0][0] > time_window_ns or len(recent) >= MAX_DEDUPE_DEPTH):
             _, oldest = recent.popleft()
@@ -473,14 +503,16 @@ def _dedupe_by_time(packets: Iterable[Packet], time_window_ns: int) -> Iterator[
                 del seen[oldest]
         fingerprint = _packet_fingerprint(packet)
         entry = seen.get(fingerprint)
-        if entry is None or abs(now - entry[1]) > time_window_ns:
-            yield packet
+        kept = packet if entry is None or abs(now - entry[1]) > time_window_ns else None
         if entry is None:
             seen[fingerprint] = [1, now]
         else:
             entry[0] += 1
             entry[1] = now
         recent.append((now, fingerprint))
+        return kept
+
+    return step
 
 
 # --- filter ----------------------------------------------------------------------------------
@@ -526,17 +558,34 @@ def filter_packets(
     libpcap compiles the expression once per link type met in the stream; packets of a link
     type the expression cannot apply to do not match.
     """
+    return _streamed(_filter_step(expression=expression, mode=mode), packets)
+
+
+class _Matcher:
+    """A BPF expression (already checked) compiled once per link type met."""
+
+    def __init__(self, expression: str):
+        self.expression = expression
+        self.matchers: dict[int, Callable[[bytes], bool]] = {}
+
+    def __call__(self, data: bytes, linktype: int) -> bool:
+        matches = self.matchers.get(linktype)
+        if matches is None:
+            matches = self.matchers[linktype] = _bpf_matcher(self.expression, linktype)
+        return matches(data)
+
+
+def _filter_step(*, expression: str, mode: str = "keep") -> Callable[[Packet], Packet | None]:
     if mode not in FILTER_MODES:
         raise ProcessingError(f"filter: mode must be one of {', '.join(FILTER_MODES)}")
     _bpf_checked(expression)
     keep = mode == "keep"
-    matchers: dict[int, Callable[[bytes], bool]] = {}
-    for packet in packets:
-        matches = matchers.get(packet.linktype)
-        if matches is None:
-            matches = matchers[packet.linktype] = _bpf_matcher(expression, packet.linktype)
-        if matches(packet.data) == keep:
-            yield packet
+    matches = _Matcher(expression)
+
+    def step(packet: Packet) -> Packet | None:
+        return packet if matches(packet.data, packet.linktype) == keep else None
+
+    return step
 
 
 # --- compress --------------------------------------------------------------------------------
@@ -626,6 +675,16 @@ SERVICES: dict[str, Callable[..., Iterator[Packet]]] = {
     "compress": compress_passthrough,
 }
 
+# The same services one packet at a time: a step returns the packet (changed or not), or None
+# to drop it. A pipeline runs these, so a step with a `where` sees only the packets it selects.
+_STEPS: dict[str, Callable[..., Callable[[Packet], Packet | None]]] = {
+    "anonymize-ip": _anonymize_step,
+    "strip-payload": _strip_step,
+    "dedupe": _dedupe_step,
+    "filter": _filter_step,
+    "compress": lambda *, level=None: lambda packet: packet,
+}
+
 
 def _integer(service: str, name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -677,7 +736,7 @@ def _step_parsed(position: int, step: Any) -> tuple[str, dict[str, Any]]:
             f"step {position}: unknown processing service {service!r} (known: {known})"
         )
     accepted = _PARAMETERS[service]
-    unknown = sorted(set(step) - {"service"} - set(accepted))
+    unknown = sorted(set(step) - {"service", "where"} - set(accepted))
     if unknown:
         allowed = ", ".join(accepted) or "none"
         raise ProcessingError(
@@ -694,6 +753,12 @@ def _step_parsed(position: int, step: Any) -> tuple[str, dict[str, Any]]:
         raise ProcessingError(
             f"step {position} (dedupe): give either window or time_window_ns, not both"
         )
+    if "where" in step:
+        if service == "compress":
+            raise ProcessingError(
+                f"step {position} (compress): applies to whole segments, it takes no where"
+            )
+        _expression(f"step {position} ({service})", "where", step["where"])
     return service, arguments
 
 
@@ -701,6 +766,12 @@ def _steps_parsed(steps: Any) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(steps, list | tuple):
         raise ProcessingError("a processing pipeline is a list of steps")
     return [_step_parsed(position, step) for position, step in enumerate(steps, start=1)]
+
+
+def pipeline_validate(steps: Any) -> list[dict]:
+    """The pipeline as given if every step is valid; ProcessingError saying what is not."""
+    _steps_parsed(steps)
+    return list(steps)
 
 
 def services_required(steps: list[dict]) -> set[str]:
@@ -718,6 +789,19 @@ def compression_level(steps: list[dict]) -> int | None:
     return levels[-1] if levels else None
 
 
+def pipeline_needs(steps: list[dict], services: set[str]) -> Callable[[bytes, int], bool]:
+    """Whether a packet (as captured) needs one of `services`: a step of one of them applies
+    to it (the step has no `where`, or its `where` matches the packet)."""
+    _steps_parsed(steps)
+    wheres = [step.get("where") for step in steps if step["service"] in services]
+    if not wheres:
+        return lambda data, linktype: False
+    if any(where is None for where in wheres):
+        return lambda data, linktype: True
+    matchers = [_Matcher(where) for where in wheres]
+    return lambda data, linktype: any(matches(data, linktype) for matches in matchers)
+
+
 def pipeline_build(
     steps: list[dict], *, recipient_key: bytes
 ) -> Callable[[Iterable[Packet]], Iterator[Packet]]:
@@ -725,7 +809,9 @@ def pipeline_build(
 
     `steps` look like `{"service": "strip-payload", "keep_bytes": 64}`; all are validated
     here, so a bad pipeline fails before any packet is read. `recipient_key` keys
-    anonymize-ip (see `recipient_key()`).
+    anonymize-ip (see `recipient_key()`). A step with `"where": "<BPF>"` applies only to the
+    packets the expression matches as they were captured (before any step changed them);
+    the others pass it unchanged.
     """
     parsed = _steps_parsed(steps)
     for service, arguments in parsed:
@@ -735,9 +821,18 @@ def pipeline_build(
             arguments["key"] = recipient_key
 
     def run(packets: Iterable[Packet]) -> Iterator[Packet]:
-        stream: Iterable[Packet] = packets
-        for service, arguments in parsed:
-            stream = SERVICES[service](stream, **arguments)
-        return iter(stream)
+        chain = [
+            (_STEPS[service](**arguments), _Matcher(step["where"]) if "where" in step else None)
+            for (service, arguments), step in zip(parsed, steps, strict=True)
+        ]
+        for packet in packets:
+            data, linktype = packet.data, packet.linktype
+            for step, where in chain:
+                if where is None or where(data, linktype):
+                    packet = step(packet)
+                    if packet is None:
+                        break
+            else:
+                yield packet
 
     return run

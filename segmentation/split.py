@@ -541,6 +541,7 @@ def split_capture(
     bpf: str | None = None,
     index_path: str | os.PathLike[str] | None = None,
     parallel: bool | None = None,
+    route: Callable[[bytes, int], int | None] | None = None,
 ) -> SegmentList:
     """Split a capture into one file per segment in `output_dir`, in the input's format.
 
@@ -551,6 +552,11 @@ def split_capture(
     on a machine with two cores or more); the result is the same either way. Raises
     SplitError (bad method, parameter, BPF or output folder) or CaptureError (a malformed
     input; the files written so far are removed).
+
+    `route(data, linktype)` takes packets out of the method's segments: a packet it gives a
+    number (ROUTED_BASE or more) goes to that segment instead, gathered across all the
+    method's segments (jobs route the packets to subcontract this way). The method still sees
+    every packet, so its numbering is the same with or without a route.
     """
     value = split_param_parse(method, param)
     output = Path(output_dir)
@@ -575,16 +581,17 @@ def split_capture(
             Path(index_path) if index_path is not None else None,
         )
         assigner = _assigner(method, value)
+        number_of = assigner.number if route is None else _routed(assigner.number, route)
         prefilter = _BpfMatcher(bpf).matches if bpf is not None else None
         if parallel is None:
             parallel = _parallel_worthwhile(reader)
         try:
             if reader.format == "pcap" and parallel and _CAN_FORK:
-                _split_pcap_records_in_parallel(reader, assigner.number, prefilter, files)
+                _split_pcap_records_in_parallel(reader, number_of, prefilter, files)
             elif reader.format == "pcap":
-                _split_pcap_records(reader, assigner.number, prefilter, files)
+                _split_pcap_records(reader, number_of, prefilter, files)
             else:
-                _split_packets(reader, assigner.number, prefilter, files)
+                _split_packets(reader, number_of, prefilter, files)
             files.flush()
         except BaseException:
             files.remove_all()
@@ -593,6 +600,22 @@ def split_capture(
     result = SegmentList(files.segments())
     result.packets_read = reader.packets_read
     return result
+
+
+ROUTED_BASE = 1 << 30  # numbers from here up are segments a route gathers
+
+
+def _routed(number_of, route):
+    def number(data: bytes, linktype: int) -> int:
+        method_number = number_of(data, linktype)
+        routed = route(data, linktype)
+        if routed is None:
+            return method_number
+        if not ROUTED_BASE <= routed < _DROPPED:
+            raise SplitError(f"a route gave segment number {routed}, not one from ROUTED_BASE")
+        return routed
+
+    return number
 
 
 def _split_pcap_records(reader, number_of, prefilter, files: _SegmentFiles) -> None:
