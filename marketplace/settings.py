@@ -136,6 +136,15 @@ else:
 TASK_LEASE_SECONDS = env.float("TASK_LEASE_SECONDS", default=60.0)
 # A task re-queued this many times is given up and marked failed.
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
+# Jobs (segmentation): where their files live, the largest capture accepted, how long a
+# partner's claim on a work item lasts, how often an item may be tried, the queue of their
+# tasks, and the slack allowed before a slow job counts as a breach of the block's min rate.
+JOB_STORAGE_DIR = Path(env.str("JOB_STORAGE_DIR", default=str(VAR_DIR / "jobs")))
+JOB_UPLOAD_MAX_BYTES = env.int("JOB_UPLOAD_MAX_BYTES", default=2 * 1024**3)
+WORK_CLAIM_SECONDS = env.float("WORK_CLAIM_SECONDS", default=300.0)
+WORK_MAX_ATTEMPTS = env.int("WORK_MAX_ATTEMPTS", default=5)
+JOBS_QUEUE = env.str("JOBS_QUEUE", default="default")
+SLA_GRACE_SECONDS = env.float("SLA_GRACE_SECONDS", default=5.0)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)

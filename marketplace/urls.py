@@ -26,6 +26,7 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept_view, name="invitation_accept"),
     path("providers/", include("providers.urls")),
     path("auctions/", include("auctions.urls")),
+    path("jobs/", include("segmentation.urls")),
     path("console/", console_site.urls),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api.urls")),

@@ -15,6 +15,13 @@ class ProviderStatus(models.TextChoices):
     SUSPENDED = "suspended", "Suspended"
 
 
+class WorkLocation(models.TextChoices):
+    """Where a provider's processing services run on jobs' segments."""
+
+    EXCHANGE = "exchange", "In the exchange's workers (built-in services)"
+    PARTNER = "partner", "At the provider, through the work API (a partner agent)"
+
+
 class ProviderProfile(models.Model):
     """An organization's application to sell on the exchange. Staff verify it before the
     provider may list blocks or answer requests."""
@@ -30,6 +37,12 @@ class ProviderProfile(models.Model):
     description = models.TextField(blank=True)
     status = models.CharField(
         max_length=16, choices=ProviderStatus.choices, default=ProviderStatus.PENDING
+    )
+    work_location = models.CharField(
+        max_length=16,
+        choices=WorkLocation.choices,
+        default=WorkLocation.EXCHANGE,
+        help_text="Partner: the provider claims work items with its API key and runs them itself.",
     )
     applied_at = models.DateTimeField(auto_now_add=True)
     verified_at = models.DateTimeField(null=True, blank=True)

@@ -528,6 +528,14 @@ _SYNTAX_CHECK_LINKTYPES = (
 )
 
 
+def bpf_check(expression: str) -> None:
+    """Raise ProcessingError unless libpcap can compile `expression` for some link type."""
+    try:
+        _bpf_checked(expression)
+    except ProcessingError as exc:
+        raise ProcessingError(str(exc).removeprefix("filter: ")) from None
+
+
 def _bpf_checked(expression: str) -> None:
     """Raise ProcessingError unless libpcap can compile `expression` for some link type."""
     errors = []

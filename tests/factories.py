@@ -5,7 +5,7 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from auctions.models import Auction, AuctionStatus, ServiceBlock
+from auctions.models import Auction, AuctionStatus, Lease, ServiceBlock
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
 from providers.models import (
     Network,
@@ -155,3 +155,28 @@ def buyer(*, organization=None, role=Role.MEMBER) -> tuple[Organization, User]:
     """An active recipient organization and a member who may bid for it."""
     organization = organization or OrganizationFactory(kind=OrganizationKind.RECIPIENT)
     return organization, member_of(organization, role=role)
+
+
+class LeaseFactory(factory.django.DjangoModelFactory):
+    """A lease running now (began an hour ago, ends in two): its block's auction was won."""
+
+    class Meta:
+        model = Lease
+
+    block = factory.SubFactory(
+        ServiceBlockFactory,
+        starts_at=factory.LazyFunction(lambda: timezone.now() - timedelta(hours=1)),
+        ends_at=factory.LazyFunction(lambda: timezone.now() + timedelta(hours=2)),
+    )
+    auction = factory.SubFactory(
+        AuctionFactory,
+        block=factory.SelfAttribute("..block"),
+        opens_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=2)),
+        closes_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=1)),
+        status=AuctionStatus.CLOSED,
+    )
+    winner = factory.SubFactory(OrganizationFactory, kind=OrganizationKind.RECIPIENT)
+    price_minor = 5000
+    currency = "USD"
+    starts_at = factory.SelfAttribute("block.starts_at")
+    ends_at = factory.SelfAttribute("block.ends_at")

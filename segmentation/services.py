@@ -1,0 +1,966 @@
+"""Writes for jobs: submission, the split into work items, processing in the exchange's
+workers or by a partner's claims, subcontracting, assemblage, metering and failure.
+
+A job moves queued → splitting → processing → assembling → succeeded (or failed, with its
+reason). Every step is safe to run twice: the durable tasks that drive it (segmentation.tasks)
+are run again when a worker dies, files are renamed into place only once complete, and each
+state change happens under the job's or the item's row lock after re-reading its status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from auctions.models import Lease
+from marketplace.live import organization_notify
+from marketplace.models import ApiKey, Organization, User
+from providers.models import Offer, ProviderProfile, ProviderStatus, WorkLocation
+from segmentation.assemble import AssembleError, assemble
+from segmentation.capture import capture_open
+from segmentation.jobfiles import (
+    chunks_store,
+    file_sha256,
+    indices_kept,
+    indices_read,
+    indices_write,
+    is_zstd,
+    job_dir,
+    job_dir_remove,
+    segment_process,
+    temporary_beside,
+)
+from segmentation.live import job_event_publish
+from segmentation.models import (
+    Job,
+    JobStatus,
+    SegmentationProfile,
+    SlaBreach,
+    UsageRecord,
+    WorkItem,
+    WorkItemKind,
+    WorkItemStatus,
+)
+from segmentation.packet import CaptureError
+from segmentation.processing import (
+    ProcessingError,
+    bpf_check,
+    decompress_file,
+    pipeline_needs,
+    pipeline_validate,
+    recipient_key,
+    services_required,
+)
+from segmentation.split import (
+    ROUTED_BASE,
+    SegmentIndex,
+    SplitError,
+    split_capture,
+    split_param_parse,
+)
+
+logger = logging.getLogger(__name__)
+
+SUBCONTRACT_NUMBER = ROUTED_BASE  # the segment that gathers the packets to subcontract
+
+
+class JobRejected(Exception):
+    """A submission refused; `job` is the failed job recorded for it (None if none could be)."""
+
+    def __init__(self, code: str, message: str, *, job: Job | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.job = job
+
+
+class WorkRefused(Exception):
+    """A partner's claim, result or failure report that cannot be accepted."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to do with a capture: the split and the processing pipeline."""
+
+    method: str
+    param: str = ""
+    bpf_filter: str = ""
+    pipeline: tuple | list = ()
+    preferred_providers: tuple | list = ()
+
+
+# --- submission --------------------------------------------------------------------------------
+
+
+def job_spec_validate(spec: JobSpec) -> JobSpec:
+    """The spec, checked; JobRejected(code, message) naming what is wrong."""
+    try:
+        split_param_parse(spec.method, spec.param or None)
+    except SplitError as exc:
+        raise JobRejected("invalid_split", str(exc)) from None
+    if spec.bpf_filter:
+        try:
+            bpf_check(spec.bpf_filter)
+        except ProcessingError as exc:
+            raise JobRejected("bad_bpf", f"BPF filter: {exc}") from None
+    try:
+        pipeline = pipeline_validate(list(spec.pipeline or []))
+    except ProcessingError as exc:
+        raise JobRejected("invalid_pipeline", f"Processing pipeline: {exc}") from None
+    preferred = list(spec.preferred_providers or [])
+    if any(isinstance(p, bool) or not isinstance(p, int) for p in preferred):
+        raise JobRejected("invalid_pipeline", "Preferred providers are a list of provider ids.")
+    return JobSpec(spec.method, spec.param or "", spec.bpf_filter or "", pipeline, preferred)
+
+
+def profile_spec(profile: SegmentationProfile) -> JobSpec:
+    return JobSpec(
+        method=profile.method,
+        param=profile.param,
+        bpf_filter=profile.bpf_filter,
+        pipeline=profile.pipeline,
+        preferred_providers=profile.preferred_providers,
+    )
+
+
+def segmentation_profile_save(
+    *, organization: Organization, name: str, spec: JobSpec, profile=None
+) -> SegmentationProfile:
+    """Create (or update `profile`) a segmentation profile; JobRejected if the spec is bad."""
+    spec = job_spec_validate(spec)
+    profile = profile or SegmentationProfile(organization=organization)
+    profile.name = name
+    profile.method = spec.method
+    profile.param = spec.param
+    profile.bpf_filter = spec.bpf_filter
+    profile.pipeline = list(spec.pipeline)
+    profile.preferred_providers = list(spec.preferred_providers)
+    profile.full_clean()
+    profile.save()
+    return profile
+
+
+def job_submit(
+    *,
+    organization: Organization,
+    user: User | None,
+    lease_id: int | None,
+    chunks: Iterable[bytes],
+    size: int | None,
+    input_name: str,
+    spec: JobSpec | None = None,
+    profile: SegmentationProfile | None = None,
+) -> Job:
+    """Accept a capture for segmentation under a lease, or refuse it.
+
+    The job's split and pipeline come from `profile` when given, else from `spec`. A refused
+    submission raises JobRejected with a stable code and a message, and is recorded as a
+    failed job with that reason (without its upload); nothing else changes. An accepted one
+    is stored and queued: the split and the rest happen in workers.
+    """
+    input_name = Path(input_name or "capture").name[:255] or "capture"
+    base = {
+        "organization": organization,
+        "created_by": user if user and user.is_authenticated else None,
+        "input_name": input_name,
+        "input_bytes": size or 0,
+    }
+    if profile is not None:
+        base["profile"] = profile
+        spec = profile_spec(profile)
+    if spec is None:
+        raise _rejected(base, "invalid_split", "Choose a segmentation profile or a split method.")
+    base.update(method=spec.method, param=spec.param or "", bpf_filter=spec.bpf_filter or "")
+    if profile is not None and profile.organization_id != organization.pk:
+        raise _rejected(base, "profile_not_found", "This segmentation profile is not yours.")
+    try:
+        spec = job_spec_validate(spec)
+    except JobRejected as exc:
+        raise _rejected(base, exc.code, exc.message) from None
+    base.update(pipeline=list(spec.pipeline), preferred_providers=list(spec.preferred_providers))
+
+    lease = _lease_usable(organization, lease_id, base)
+    base["lease"] = lease
+    limit = settings.JOB_UPLOAD_MAX_BYTES
+    if size is not None and size > limit:
+        raise _rejected(base, "upload_too_large", _too_large(size, limit))
+
+    job = Job.objects.create(status=JobStatus.QUEUED, **base)
+    folder = job_dir(job.pk)
+    path = folder / "input"
+    try:
+        stored, sha256 = chunks_store(chunks, path, limit=limit)
+    except ValueError:
+        job_dir_remove(job.pk)
+        _job_mark_failed(job, "upload_too_large", _too_large(None, limit))
+        raise JobRejected("upload_too_large", _too_large(None, limit), job=job) from None
+    try:
+        with capture_open(path) as reader:
+            input_format = reader.format
+    except CaptureError as exc:
+        job_dir_remove(job.pk)
+        message = f"{input_name} is not a packet capture (pcap or pcapng): {exc}"
+        _job_mark_failed(job, "not_a_capture", message)
+        raise JobRejected("not_a_capture", message, job=job) from None
+    os.replace(path, folder / f"input.{input_format}")
+    Job.objects.filter(pk=job.pk).update(
+        input_bytes=stored, input_sha256=sha256, input_format=input_format
+    )
+    job.refresh_from_db()
+    transaction.on_commit(partial(_job_advance_enqueue, job.pk))
+    return job
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    got = f" ({size:,} bytes)" if size is not None else ""
+    return f"The capture{got} is over the upload limit of {limit:,} bytes."
+
+
+def _rejected(base: dict, code: str, message: str) -> JobRejected:
+    job = Job(status=JobStatus.FAILED, failure_code=code, failure_reason=message, **base)
+    job.method = job.method or "connection"
+    job.finished_at = timezone.now()
+    job.save()
+    return JobRejected(code, message, job=job)
+
+
+def _lease_usable(organization: Organization, lease_id, base: dict) -> Lease:
+    try:
+        lease_pk = int(lease_id)
+    except (TypeError, ValueError):
+        lease_pk = None
+    lease = (
+        Lease.objects.select_related("block__provider")
+        .filter(pk=lease_pk, winner=organization)
+        .first()
+        if lease_pk is not None
+        else None
+    )
+    if lease is None:
+        raise _rejected(
+            base,
+            "lease_not_found",
+            f"Lease {lease_id} does not exist or does not belong to your organization.",
+        )
+    now = timezone.now()
+    base["lease"] = lease
+    if lease.ends_at <= now:
+        raise _rejected(
+            base, "lease_ended", f"Lease {lease.pk} ended at {lease.ends_at:%Y-%m-%d %H:%M} UTC."
+        )
+    if lease.starts_at > now:
+        raise _rejected(
+            base,
+            "lease_not_started",
+            f"Lease {lease.pk} starts at {lease.starts_at:%Y-%m-%d %H:%M} UTC.",
+        )
+    if lease.block.provider.status == ProviderStatus.SUSPENDED:
+        raise _rejected(base, "provider_suspended", f"{lease.block.provider} is suspended.")
+    return lease
+
+
+def _job_advance_enqueue(job_id: int) -> None:
+    from segmentation.tasks import job_advance
+
+    job_advance.using(queue_name=settings.JOBS_QUEUE).enqueue(job_id)
+
+
+def _work_item_run_enqueue(item_id: int) -> None:
+    from segmentation.tasks import work_item_run
+
+    work_item_run.using(queue_name=settings.JOBS_QUEUE).enqueue(item_id)
+
+
+# --- failure -----------------------------------------------------------------------------------
+
+
+def _job_mark_failed(job: Job, code: str, reason: str) -> None:
+    job.status = JobStatus.FAILED
+    job.failure_code = code
+    job.failure_reason = reason
+    job.finished_at = timezone.now()
+    job.seq = F("seq") + 1
+    job.save(update_fields=["status", "failure_code", "failure_reason", "finished_at", "seq"])
+    job.refresh_from_db(fields=["seq"])
+    transaction.on_commit(partial(job_event_publish, job.pk))
+
+
+@transaction.atomic
+def job_fail(*, job_id: int, code: str, reason: str) -> bool:
+    """Mark a job failed with its reason (once); its working files are removed."""
+    job = Job.objects.select_for_update(of=("self",)).get(pk=job_id)
+    if job.ended:
+        return False
+    _job_mark_failed(job, code, reason)
+    transaction.on_commit(partial(job_dir_remove, job.pk))
+    transaction.on_commit(
+        partial(
+            organization_notify,
+            job.organization_id,
+            text=f"Job {job.pk} ({job.input_name}) failed: {reason}",
+            url=f"/jobs/{job.pk}/",
+        ),
+        robust=True,
+    )
+    return True
+
+
+# --- the split -----------------------------------------------------------------------------
+
+
+def job_advance(*, job_id: int) -> str:
+    """Take a job one phase further: split it, or assemble it once every item is done."""
+    job = Job.objects.select_related("lease__block__provider").get(pk=job_id)
+    if job.status in (JobStatus.QUEUED, JobStatus.SPLITTING):
+        return _job_split(job)
+    if job.status in (JobStatus.PROCESSING, JobStatus.ASSEMBLING):
+        return _job_assemble(job)
+    return job.status
+
+
+def offered_services(provider: ProviderProfile) -> set[str]:
+    return set(
+        Offer.objects.filter(provider=provider, is_active=True).values_list("service", flat=True)
+    )
+
+
+def subcontractor_choose(
+    *, services: set[str], exclude: ProviderProfile, preferred: list[int]
+) -> ProviderProfile | None:
+    """The verified provider to subcontract to: the first of `preferred` offering every
+    service in `services`, else the cheapest (sum of their per-GB prices; ties: oldest)."""
+    candidates = ProviderProfile.objects.filter(status=ProviderStatus.VERIFIED).exclude(
+        pk=exclude.pk
+    )
+    for service in services:
+        candidates = candidates.filter(offers__service=service, offers__is_active=True)
+    candidates = list(candidates.distinct())
+    by_id = {provider.pk: provider for provider in candidates}
+    for provider_id in preferred:
+        if provider_id in by_id:
+            return by_id[provider_id]
+    if not candidates:
+        return None
+    prices: dict[int, int] = {}
+    for offer in Offer.objects.filter(
+        provider__in=candidates, service__in=services, is_active=True
+    ):
+        prices[offer.provider_id] = prices.get(offer.provider_id, 0) + offer.price_per_gb_minor
+    return min(candidates, key=lambda p: (prices.get(p.pk, 0), p.applied_at, p.pk))
+
+
+def _job_split(job: Job) -> str:
+    with transaction.atomic():
+        job = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
+        if job.status not in (JobStatus.QUEUED, JobStatus.SPLITTING):
+            return job.status
+        job.status = JobStatus.SPLITTING
+        job.started_at = job.started_at or timezone.now()
+        job.seq = F("seq") + 1
+        job.save(update_fields=["status", "started_at", "seq"])
+        transaction.on_commit(partial(job_event_publish, job.pk))
+    job = Job.objects.select_related("lease__block__provider").get(pk=job.pk)
+    provider = job.lease.block.provider
+    needed = services_required(job.pipeline)
+    lacking = needed - offered_services(provider)
+    subcontractor = None
+    if lacking:
+        subcontractor = subcontractor_choose(
+            services=needed, exclude=provider, preferred=list(job.preferred_providers)
+        )
+        if subcontractor is None:
+            job_fail(
+                job_id=job.pk,
+                code="no_subcontractor",
+                reason=(
+                    f"{provider} does not offer {', '.join(sorted(lacking))}, and no other "
+                    f"verified provider offers all of {', '.join(sorted(needed))}."
+                ),
+            )
+            return JobStatus.FAILED
+
+    folder = job_dir(job.pk)
+    final = folder / "split"
+    temporary = folder / "split.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    needs = pipeline_needs(job.pipeline, lacking) if lacking else None
+    route = (
+        (lambda data, linktype: SUBCONTRACT_NUMBER if needs(data, linktype) else None)
+        if needs
+        else None
+    )
+    try:
+        segments = split_capture(
+            folder / f"input.{job.input_format}",
+            temporary,
+            method=job.method,
+            param=job.param or None,
+            bpf=job.bpf_filter or None,
+            index_path=temporary / "index",
+            parallel=False,
+            route=route,
+        )
+    except CaptureError as exc:
+        job_fail(job_id=job.pk, code="bad_capture", reason=f"{job.input_name}: {exc}")
+        return JobStatus.FAILED
+    except SplitError as exc:
+        job_fail(job_id=job.pk, code="split_failed", reason=str(exc))
+        return JobStatus.FAILED
+    if not segments.packets_read:
+        job_fail(job_id=job.pk, code="no_packets", reason=f"{job.input_name} holds no packets.")
+        return JobStatus.FAILED
+    if not segments:
+        job_fail(
+            job_id=job.pk,
+            code="no_packets",
+            reason=f"No packet of {job.input_name} matches the BPF filter '{job.bpf_filter}'.",
+        )
+        return JobStatus.FAILED
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+
+    items = []
+    for segment in segments:
+        subcontracted = segment.number == SUBCONTRACT_NUMBER
+        owner = subcontractor if subcontracted else provider
+        path = final / segment.path.name
+        items.append(
+            WorkItem(
+                job=job,
+                number=segment.number,
+                kind=WorkItemKind.SUBCONTRACT if subcontracted else WorkItemKind.SEGMENT,
+                provider=owner,
+                location=owner.work_location,
+                steps=list(job.pipeline),
+                segment_path=str(path.relative_to(folder)),
+                packets_in=segment.packets,
+                bytes_in=segment.bytes,
+                sha256_in=file_sha256(path),
+            )
+        )
+    with transaction.atomic():
+        locked = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
+        if locked.status != JobStatus.SPLITTING:
+            return locked.status
+        WorkItem.objects.filter(job=locked).delete()
+        WorkItem.objects.bulk_create(items)
+        locked.status = JobStatus.PROCESSING
+        locked.packets_total = segments.packets_read
+        locked.bytes_total = sum(item.bytes_in for item in items)
+        locked.items_total = len(items)
+        locked.seq = F("seq") + 1
+        locked.save(update_fields=["status", "packets_total", "bytes_total", "items_total", "seq"])
+        transaction.on_commit(partial(job_event_publish, job.pk))
+        for item in WorkItem.objects.filter(job=locked, location=WorkLocation.EXCHANGE):
+            transaction.on_commit(partial(_work_item_run_enqueue, item.pk))
+    return JobStatus.PROCESSING
+
+
+# --- work items ------------------------------------------------------------------------------
+
+
+def _pace_reserve(job: Job, nbytes: int) -> timezone.datetime:
+    """Reserve the time `nbytes` take at the block's max rate after what is reserved already
+    (the job row is locked by the caller); return when the reservation ends."""
+    now = timezone.now()
+    start = max(now, job.pace_until or now)
+    seconds = nbytes * 8 / (job.lease.block.max_rate_mbps * 1_000_000)
+    job.pace_until = start + timedelta(seconds=seconds)
+    job.save(update_fields=["pace_until"])
+    return job.pace_until
+
+
+def _sleep_until(moment) -> None:
+    remaining = (moment - timezone.now()).total_seconds()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def _attempts_exhausted(item: WorkItem) -> bool:
+    if item.attempts < settings.WORK_MAX_ATTEMPTS:
+        return False
+    transaction.on_commit(
+        partial(
+            job_fail,
+            job_id=item.job_id,
+            code="work_item_failed",
+            reason=(
+                f"{item.get_kind_display()} {item.number} failed {item.attempts} times"
+                + (f"; last: {item.last_error}" if item.last_error else "")
+            ),
+        )
+    )
+    return True
+
+
+def work_item_run(*, item_id: int) -> str:
+    """Process one work item in this worker: the pipeline over its segment, paced."""
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update(of=("self",)).get(pk=item_id)
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("lease__block")
+            .get(pk=item.job_id)
+        )
+        if item.status == WorkItemStatus.DONE or job.status != JobStatus.PROCESSING:
+            return item.status
+        if _attempts_exhausted(item):
+            return "exhausted"
+        item.status = WorkItemStatus.RUNNING
+        item.attempts += 1
+        item.started_at = timezone.now()
+        item.save(update_fields=["status", "attempts", "started_at"])
+        paced_until = _pace_reserve(job, item.bytes_in)
+    folder = job_dir(item.job_id)
+    segment = folder / item.segment_path
+    results = folder / "results"
+    results.mkdir(exist_ok=True)
+    result = results / f"{item.number:04d}{segment.suffix}"
+    try:
+        index = SegmentIndex(folder / "split" / "index")
+        if item.steps:
+            packets_out, kept = segment_process(
+                segment, result, item.steps, key=recipient_key(job.organization_id)
+            )
+            originals = indices_kept(index.indices(item.number), kept)
+        else:  # nothing to do: the segment is its own result
+            shutil.copyfile(segment, temporary := temporary_beside(result))
+            os.replace(temporary, result)
+            packets_out = item.packets_in
+            originals = index.indices(item.number)
+        indices_write(result.with_suffix(".idx"), originals)
+    except (CaptureError, ProcessingError, OSError) as exc:
+        # the same input would fail the same way again: the job fails with the reason
+        job_fail(
+            job_id=item.job_id,
+            code="processing_failed",
+            reason=f"{item.get_kind_display()} {item.number}: {exc}",
+        )
+        return "failed"
+    _sleep_until(paced_until)
+    _work_item_complete(item.pk, result, packets_out)
+    return WorkItemStatus.DONE
+
+
+def _work_item_complete(item_id: int, result: Path, packets_out: int) -> bool:
+    """Record a finished item (once): its result, metering, and the job's progress; the last
+    one sends the job to assemblage."""
+    folder_relative = f"{result.parent.name}/{result.name}"
+    size = result.stat().st_size
+    sha256 = file_sha256(result)
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update(of=("self",)).get(pk=item_id)
+        job = Job.objects.select_for_update(of=("self",)).get(pk=item.job_id)
+        if item.status == WorkItemStatus.DONE or job.ended:
+            return False
+        item.status = WorkItemStatus.DONE
+        item.result_path = folder_relative
+        item.packets_out = packets_out
+        item.bytes_out = size
+        item.sha256_out = sha256
+        item.finished_at = timezone.now()
+        item.claim_token_hash = ""
+        item.claim_deadline = None
+        item.save()
+        UsageRecord.objects.create(
+            job=job,
+            lease_id=job.lease_id,
+            provider_id=item.provider_id,
+            work_item=item,
+            kind=item.kind,
+            packets=item.packets_in,
+            bytes=item.bytes_in,
+        )
+        job.items_done = F("items_done") + 1
+        job.packets_done = F("packets_done") + item.packets_in
+        job.bytes_done = F("bytes_done") + item.bytes_in
+        job.seq = F("seq") + 1
+        job.save(update_fields=["items_done", "packets_done", "bytes_done", "seq"])
+        job.refresh_from_db(fields=["items_done", "items_total"])
+        transaction.on_commit(partial(job_event_publish, job.pk))
+        if job.items_done == job.items_total:
+            transaction.on_commit(partial(_job_advance_enqueue, job.pk))
+    return True
+
+
+# --- partners' claims ----------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _partner_provider(api_key: ApiKey) -> ProviderProfile:
+    provider = ProviderProfile.objects.filter(organization_id=api_key.organization_id).first()
+    if provider is None or provider.status != ProviderStatus.VERIFIED:
+        raise WorkRefused("not_a_provider", "Only a verified provider's API key can claim work.")
+    return provider
+
+
+def work_claim(*, api_key: ApiKey) -> tuple[WorkItem, str] | None:
+    """Give the provider's partner agent its next work item with a claim token, or None.
+
+    Items waiting, and items whose claim ran out, are claimable (oldest job first). The
+    claim lasts WORK_CLAIM_SECONDS; the same item can be claimed again once it expires.
+    """
+    provider = _partner_provider(api_key)
+    now = timezone.now()
+    while True:
+        with transaction.atomic():
+            item = (
+                WorkItem.objects.select_for_update(of=("self",), skip_locked=True)
+                .filter(
+                    provider=provider,
+                    location=WorkLocation.PARTNER,
+                    job__status=JobStatus.PROCESSING,
+                )
+                .filter(
+                    Q(status=WorkItemStatus.PENDING)
+                    | Q(status=WorkItemStatus.CLAIMED, claim_deadline__lt=now)
+                )
+                .order_by("job__created_at", "job_id", "number")
+                .first()
+            )
+            if item is None:
+                return None
+            job = (
+                Job.objects.select_for_update(of=("self",))
+                .select_related("lease__block")
+                .get(pk=item.job_id)
+            )
+            if job.status != JobStatus.PROCESSING:
+                continue
+            if _attempts_exhausted(item):
+                item.status = WorkItemStatus.RUNNING  # out of the queue until the job fails
+                item.claim_deadline = None
+                item.save(update_fields=["status", "claim_deadline"])
+                continue
+            token = secrets.token_urlsafe(32)
+            item.status = WorkItemStatus.CLAIMED
+            item.attempts += 1
+            item.claim_token_hash = _token_hash(token)
+            item.claimed_by = api_key
+            item.claim_deadline = now + timedelta(seconds=settings.WORK_CLAIM_SECONDS)
+            item.started_at = now
+            item.save()
+            _pace_reserve(job, item.bytes_in)
+            return item, token
+
+
+def _claimed_item(api_key: ApiKey, item_id: int, token: str) -> WorkItem:
+    provider = _partner_provider(api_key)
+    item = (
+        WorkItem.objects.select_for_update(of=("self",))
+        .filter(pk=item_id, provider=provider, location=WorkLocation.PARTNER)
+        .first()
+    )
+    if item is None:
+        raise WorkRefused("work_item_not_found", f"Work item {item_id} is not yours.")
+    if item.status == WorkItemStatus.DONE:
+        raise WorkRefused("work_item_done", f"Work item {item_id} is already done.")
+    if (
+        item.status != WorkItemStatus.CLAIMED
+        or not token
+        or not secrets.compare_digest(item.claim_token_hash, _token_hash(str(token)))
+    ):
+        raise WorkRefused(
+            "claim_lost",
+            f"This claim on work item {item_id} is not current (it expired and was claimed "
+            "again, or was given back).",
+        )
+    return item
+
+
+def work_result_accept(
+    *,
+    api_key: ApiKey,
+    item_id: int,
+    token: str,
+    chunks: Iterable[bytes],
+    kept: list[int] | None,
+) -> WorkItem:
+    """Store a partner's result for a claimed item: a capture in the segment's format (zstd
+    compressed or not) and the positions, in the segment, of the packets it kept (all of
+    them when `kept` is None). WorkRefused says what is wrong; the claim then stands."""
+    with transaction.atomic():
+        item = _claimed_item(api_key, item_id, token)
+    folder = job_dir(item.job_id)
+    results = folder / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    segment = folder / item.segment_path
+    upload = temporary_beside(results / f"{item.number:04d}.upload")
+    result = results / f"{item.number:04d}{segment.suffix}"
+    staged = temporary_beside(result)
+    try:
+        try:
+            chunks_store(chunks, upload, limit=settings.JOB_UPLOAD_MAX_BYTES)
+        except ValueError as exc:
+            raise WorkRefused("upload_too_large", f"The result is too large: {exc}") from None
+        if is_zstd(upload):
+            try:
+                decompress_file(upload, staged)
+            except ProcessingError as exc:
+                raise WorkRefused(
+                    "invalid_result", f"The result is not valid zstd: {exc}"
+                ) from None
+        else:
+            os.replace(upload, staged)
+        packets = _result_checked(staged, segment, item, kept)
+        positions = range(item.packets_in) if kept is None else kept
+        originals = indices_kept(
+            SegmentIndex(folder / "split" / "index").indices(item.number), positions
+        )
+        indices_write(result.with_suffix(".idx"), originals)
+        os.replace(staged, result)
+    finally:
+        upload.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    with transaction.atomic():
+        _claimed_item(api_key, item_id, token)  # still ours (re-checked under the lock)
+    _work_item_complete(item.pk, result, packets)
+    item.refresh_from_db()
+    return item
+
+
+def _result_checked(path: Path, segment: Path, item: WorkItem, kept: list[int] | None) -> int:
+    try:
+        with capture_open(segment) as original, capture_open(path) as reader:
+            if reader.format != original.format:
+                raise WorkRefused(
+                    "invalid_result",
+                    f"The result is {reader.format}; the segment was {original.format}.",
+                )
+            packets = sum(1 for _ in reader)
+    except CaptureError as exc:
+        raise WorkRefused(
+            "invalid_result", f"The result is not a readable capture: {exc}"
+        ) from None
+    if kept is None:
+        if packets != item.packets_in:
+            raise WorkRefused(
+                "invalid_result",
+                f"The result has {packets} packets, the segment {item.packets_in}: "
+                "say which were kept.",
+            )
+        return packets
+    if any(isinstance(p, bool) or not isinstance(p, int) for p in kept):
+        raise WorkRefused("invalid_result", "kept is a list of packet positions (integers).")
+    if len(kept) != packets:
+        raise WorkRefused(
+            "invalid_result",
+            f"kept lists {len(kept)} positions but the result has {packets} packets.",
+        )
+    previous = -1
+    for position in kept:
+        if not previous < position < item.packets_in:
+            raise WorkRefused(
+                "invalid_result",
+                f"kept must be increasing positions below {item.packets_in}; {position} is not.",
+            )
+        previous = position
+    return packets
+
+
+@transaction.atomic
+def work_fail(*, api_key: ApiKey, item_id: int, token: str, reason: str) -> WorkItem:
+    """A partner gives a claimed item back; it waits for the next claim (or fails the job
+    after WORK_MAX_ATTEMPTS tries)."""
+    item = _claimed_item(api_key, item_id, token)
+    item.status = WorkItemStatus.PENDING
+    item.claim_token_hash = ""
+    item.claim_deadline = None
+    item.last_error = (reason or "given back by the partner")[:2000]
+    item.save()
+    _attempts_exhausted(item)
+    return item
+
+
+def work_claims_expire() -> int:
+    """Put items whose claim ran out back in the queue; return how many."""
+    now = timezone.now()
+    expired = 0
+    for item_id in WorkItem.objects.filter(
+        status=WorkItemStatus.CLAIMED, claim_deadline__lt=now
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            item = (
+                WorkItem.objects.select_for_update(of=("self",))
+                .filter(pk=item_id, status=WorkItemStatus.CLAIMED, claim_deadline__lt=now)
+                .first()
+            )
+            if item is None:
+                continue
+            item.status = WorkItemStatus.PENDING
+            item.claim_token_hash = ""
+            item.claim_deadline = None
+            item.last_error = "the partner's claim expired"
+            item.save()
+            _attempts_exhausted(item)
+            expired += 1
+    return expired
+
+
+# --- assemblage ------------------------------------------------------------------------------
+
+
+def _job_assemble(job: Job) -> str:
+    with transaction.atomic():
+        job = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
+        if job.status not in (JobStatus.PROCESSING, JobStatus.ASSEMBLING):
+            return job.status
+        if job.items_done < job.items_total:
+            return job.status
+        if job.status != JobStatus.ASSEMBLING:
+            job.status = JobStatus.ASSEMBLING
+            job.seq = F("seq") + 1
+            job.save(update_fields=["status", "seq"])
+            transaction.on_commit(partial(job_event_publish, job.pk))
+    job = Job.objects.select_related("lease__block__provider").get(pk=job.pk)
+    if job.pace_until:
+        _sleep_until(job.pace_until)
+    folder = job_dir(job.pk)
+    items = list(job.items.select_related("provider").order_by("number"))
+    output = folder / f"output.{job.input_format}"
+    staged = temporary_beside(output)
+    try:
+        with capture_open(folder / f"input.{job.input_format}") as like:
+            assembled = assemble(
+                [
+                    (
+                        folder / item.result_path,
+                        indices_read((folder / item.result_path).with_suffix(".idx")),
+                    )
+                    for item in items
+                ],
+                staged,
+                like=like,
+                parallel=False,
+            )
+        os.replace(staged, output)
+    except (AssembleError, CaptureError, OSError) as exc:
+        staged.unlink(missing_ok=True)
+        job_fail(job_id=job.pk, code="assembly_failed", reason=f"Assemblage failed: {exc}")
+        return JobStatus.FAILED
+    finished = timezone.now()
+    sha256 = file_sha256(output)
+    manifest = _manifest(job, items, assembled, sha256, finished)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with transaction.atomic():
+        locked = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
+        if locked.status != JobStatus.ASSEMBLING:
+            return locked.status
+        locked.status = JobStatus.SUCCEEDED
+        locked.output_packets = assembled.packets
+        locked.output_bytes = assembled.bytes
+        locked.output_sha256 = sha256
+        locked.manifest = manifest
+        locked.finished_at = finished
+        locked.seq = F("seq") + 1
+        locked.save()
+        _sla_check(locked, job.lease)
+        transaction.on_commit(partial(job_event_publish, job.pk))
+        transaction.on_commit(
+            partial(
+                organization_notify,
+                job.organization_id,
+                text=f"Job {job.pk} ({job.input_name}) is done: {assembled.packets} packets.",
+                url=f"/jobs/{job.pk}/",
+            ),
+            robust=True,
+        )
+    for leftover in ("split", "results"):
+        shutil.rmtree(folder / leftover, ignore_errors=True)
+    return JobStatus.SUCCEEDED
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _manifest(job: Job, items: list[WorkItem], assembled, sha256: str, finished) -> dict:
+    return {
+        "job": job.pk,
+        "input": {
+            "name": job.input_name,
+            "format": job.input_format,
+            "bytes": job.input_bytes,
+            "sha256": job.input_sha256,
+        },
+        "method": job.method,
+        "param": job.param,
+        "bpf_filter": job.bpf_filter,
+        "pipeline": job.pipeline,
+        "lease": job.lease_id,
+        "output": {
+            "format": job.input_format,
+            "packets": assembled.packets,
+            "bytes": assembled.bytes,
+            "sha256": sha256,
+        },
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(finished),
+        "segments": [
+            {
+                "number": item.number,
+                "kind": item.kind,
+                "provider": {"id": item.provider_id, "name": item.provider.legal_name},
+                "location": item.location,
+                "packets_in": item.packets_in,
+                "bytes_in": item.bytes_in,
+                "sha256_in": item.sha256_in,
+                "packets": item.packets_out,
+                "bytes": item.bytes_out,
+                "sha256": item.sha256_out,
+                "attempts": item.attempts,
+                "started_at": _iso(item.started_at),
+                "finished_at": _iso(item.finished_at),
+                "seconds": round((item.finished_at - item.started_at).total_seconds(), 3)
+                if item.started_at and item.finished_at
+                else None,
+            }
+            for item in items
+        ],
+    }
+
+
+def _sla_check(job: Job, lease: Lease) -> SlaBreach | None:
+    """Record a breach when the job took longer than its bytes need at the block's min rate
+    (plus SLA_GRACE_SECONDS for the fixed cost of a job)."""
+    block = lease.block
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    allowed = job.bytes_total * 8 / (block.min_rate_mbps * 1_000_000) + settings.SLA_GRACE_SECONDS
+    if seconds <= allowed:
+        return None
+    measured = job.bytes_total * 8 / 1_000_000 / seconds if seconds > 0 else 0.0
+    return SlaBreach.objects.get_or_create(
+        job=job,
+        defaults={
+            "lease": lease,
+            "guaranteed_mbps": block.min_rate_mbps,
+            "measured_mbps": measured,
+            "bytes": job.bytes_total,
+            "seconds": seconds,
+            "allowed_seconds": allowed,
+        },
+    )[0]
