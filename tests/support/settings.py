@@ -26,6 +26,8 @@ if os.environ.get("SX_TEST_QUEUE"):
     )
     if _rq_queues is not None:
         RQ_QUEUES = _rq_queues
+    # jobs' tasks go to the private queue too, so only this test's workers run them
+    JOBS_QUEUE = os.environ["SX_TEST_QUEUE"]
 
 # Test users are saved with the fast MD5 hasher (tests/conftest.py); processes started by tests
 # must be able to check those passwords too.
