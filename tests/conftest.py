@@ -12,6 +12,7 @@ from tests.factories import PASSWORD, UserFactory
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.JOB_STORAGE_DIR = tmp_path / "jobs"
 
 
 @pytest.fixture(autouse=True)
