@@ -58,3 +58,35 @@ def test_the_demo_bidder_outbids_the_leader_on_demo_auctions(monkeypatch):
     assert first.current_price_minor > price
     # The proxy of the leader may answer, but the bid came from the other demo buyer.
     assert first.bids.order_by("-seq").first().bidder_id != leader
+
+
+def test_the_first_demo_buyer_can_segment_a_capture_at_once(django_capture_on_commit_callbacks):
+    from auctions.models import Lease
+    from segmentation import services
+    from segmentation.models import JobStatus
+    from segmentation.selectors import leases_usable
+    from tests.captures import CAPTURES_DIR
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    acme = Organization.objects.get(name="Acme Analytics")
+    (lease,) = leases_usable(acme, now=timezone.now())
+    assert Lease.objects.count() == 1
+    data = (CAPTURES_DIR / "DnsPackets.pcap").read_bytes()
+    with django_capture_on_commit_callbacks(execute=False):
+        job = services.job_submit(
+            organization=acme,
+            user=None,
+            lease_id=lease.pk,
+            chunks=[data],
+            size=len(data),
+            input_name="dns.pcap",
+            spec=services.JobSpec(method="connection", pipeline=[{"service": "anonymize-ip"}]),
+        )
+        services.job_advance(job_id=job.pk)
+        for item in job.items.all():
+            services.work_item_run(item_id=item.pk)
+        services.job_advance(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.failure_reason
+    assert job.output_packets == job.packets_total > 0

@@ -1,4 +1,5 @@
-"""Demo data: a staff user, three verified providers and two buyer organizations.
+"""Demo data: a staff user, three verified providers, two buyer organizations, demo auctions
+and a lease the first buyer can run jobs under.
 
 Running it again changes nothing that is already there (it looks objects up by their names)."""
 
@@ -25,6 +26,7 @@ from providers.services import (
     provider_verify,
     routing_path_create,
 )
+from segmentation.demo import demo_lease_ensure
 
 DEMO_PASSWORD = "demo-pass-2026"
 STAFF_EMAIL = "staff@demo.exchange"
@@ -147,7 +149,12 @@ class Command(BaseCommand):
             ProviderProfile.objects.get(organization__name=spec["name"]) for spec in PROVIDERS
         ]
         created = demo_auctions_ensure(providers=providers, buyers=buyers)
+        lease = demo_lease_ensure(provider=providers[0], buyer=buyers[0])
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(
+            f"{buyers[0].name} holds lease {lease.pk} of a {providers[0]} block until "
+            f"{lease.ends_at:%Y-%m-%d}: segment a capture under it at /jobs/new/."
+        )
         if created:
             self.stdout.write(
                 f"{created} demo auctions: the first closes in 3 minutes, the last in 45."
