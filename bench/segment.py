@@ -54,7 +54,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where files go")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
-        "--engine-run", nargs=3, metavar=("INPUT", "FOLDER", "MAX_FILES"), help=argparse.SUPPRESS
+        "--engine-run",
+        nargs=4,
+        metavar=("INPUT", "FOLDER", "MAX_FILES", "MODE"),
+        help=argparse.SUPPRESS,
     )
     return parser.parse_args()
 
@@ -85,7 +88,7 @@ def build_input(path: Path, size_mb: int) -> int:
     return packets
 
 
-def engine_run(input_path: str, folder: str, max_files: int) -> None:
+def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | None = None) -> None:
     """The child: split, assemble, compare; prints one JSON line."""
     from segmentation.assemble import assemble_segments
     from segmentation.split import split_capture
@@ -103,10 +106,11 @@ def engine_run(input_path: str, folder: str, max_files: int) -> None:
         method="connection",
         param=max_files or None,
         index_path=index_path,
+        parallel=parallel,
     )
     split_done = time.perf_counter()
     with capture_open(input_path) as like:
-        assembled = assemble_segments(segments, index_path, output, like=like)
+        assembled = assemble_segments(segments, index_path, output, like=like, parallel=parallel)
     assemble_done = time.perf_counter()
     identical = filecmp.cmp(input_path, output, shallow=False)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -132,9 +136,19 @@ def engine_run(input_path: str, folder: str, max_files: int) -> None:
     output.unlink(missing_ok=True)
 
 
-def run_engine(input_path: Path, work: Path, max_files: int) -> dict:
+def run_engine(input_path: Path, work: Path, max_files: int, mode: str = "auto") -> dict:
+    """One engine run in a child process; mode "job" runs it as a job's worker does (in one
+    process), "auto" lets the engine fork its helper on large inputs (the CLI's way)."""
     result = subprocess.run(
-        [sys.executable, __file__, "--engine-run", str(input_path), str(work), str(max_files)],
+        [
+            sys.executable,
+            __file__,
+            "--engine-run",
+            str(input_path),
+            str(work),
+            str(max_files),
+            mode,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -190,8 +204,8 @@ def time_dpkt_loop(input_path: Path, work: Path) -> float:
 def main() -> None:
     args = _arguments()
     if args.engine_run:
-        input_path, folder, max_files = args.engine_run
-        engine_run(input_path, folder, int(max_files))
+        input_path, folder, max_files, mode = args.engine_run
+        engine_run(input_path, folder, int(max_files), parallel=False if mode == "job" else None)
         return
     repeats = 1 if args.quick else 3
     work = Path(tempfile.mkdtemp(prefix="sx-bench-segment-", dir=args.workdir))
@@ -216,6 +230,15 @@ def main() -> None:
             f"{max(run['peak_rss_mb'] for run in runs)} MB, identical: {best['identical']}",
             flush=True,
         )
+        job_runs = [run_engine(input_path, work, args.max_files, "job") for _ in range(repeats)]
+        job_best = min(job_runs, key=lambda run: run["split_s"] + run["assemble_s"])
+        job_s = job_best["split_s"] + job_best["assemble_s"]
+        print(
+            f"engine as a job's worker runs it (one process): {size_mb / job_s:.1f} MB/s, "
+            f"peak RSS {max(run['peak_rss_mb'] for run in job_runs)} MB, "
+            f"identical: {job_best['identical']}",
+            flush=True,
+        )
         editcap_s = min(time_editcap(editcap, input_path, work) for _ in range(repeats))
         print(f"editcap -F pcap: {editcap_s:.2f} s, {size_mb / editcap_s:.1f} MB/s", flush=True)
         dpkt_s = min(time_dpkt_loop(input_path, work) for _ in range(repeats))
@@ -234,6 +257,10 @@ def main() -> None:
             "files": best["files"],
             "engine_rss_mb": max(run["engine_rss_mb"] for run in runs),
             "helper_rss_mb": max(run["helper_rss_mb"] for run in runs),
+            "job_mode_mb_per_s": round(size_mb / job_s, 1),
+            "job_mode_ratio": round(editcap_s / job_s, 3),
+            "job_mode_peak_rss_mb": max(run["peak_rss_mb"] for run in job_runs),
+            "job_mode_identical": all(run["identical"] for run in job_runs),
             "split_mb_per_s": round(size_mb / best["split_s"], 1),
             "assemble_mb_per_s": round(size_mb / best["assemble_s"], 1),
         }

@@ -186,13 +186,15 @@ def job_submit(
         "input_bytes": size or 0,
     }
     if profile is not None:
+        if profile.organization_id != organization.pk:
+            raise _rejected(
+                base, "profile_not_found", "This segmentation profile is not your organization's."
+            )
         base["profile"] = profile
         spec = profile_spec(profile)
     if spec is None:
         raise _rejected(base, "invalid_split", "Choose a segmentation profile or a split method.")
     base.update(method=spec.method, param=spec.param or "", bpf_filter=spec.bpf_filter or "")
-    if profile is not None and profile.organization_id != organization.pk:
-        raise _rejected(base, "profile_not_found", "This segmentation profile is not yours.")
     try:
         spec = job_spec_validate(spec)
     except JobRejected as exc:
@@ -452,7 +454,11 @@ def _job_split(job: Job) -> str:
                 kind=WorkItemKind.SUBCONTRACT if subcontracted else WorkItemKind.SEGMENT,
                 provider=owner,
                 location=owner.work_location,
-                steps=list(job.pipeline),
+                # the lease's provider runs the steps it offers (the packets that need the
+                # others were routed to the subcontractor); the subcontractor runs them all
+                steps=list(job.pipeline)
+                if subcontracted
+                else [step for step in job.pipeline if step["service"] not in lacking],
                 segment_path=str(path.relative_to(folder)),
                 packets_in=segment.packets,
                 bytes_in=segment.bytes,
