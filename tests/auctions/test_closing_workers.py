@@ -15,17 +15,16 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from auctions.models import ENDED_STATUSES, Auction, AuctionStatus, Lease
 from auctions.services import bid_place
 from tests.factories import AuctionFactory, buyer
-from tests.support.settings import queue_added
+from tests.support.processes import test_database_url
+from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,15 +39,9 @@ CLOSE_WITHIN = timedelta(seconds=2)
 def test_queue_name(settings):
     """A task queue of this test's own (here and in the workers it starts), so that on a
     shared Redis they take nobody else's tasks; its Redis keys are deleted afterwards."""
-    name = f"sx-test-{uuid.uuid4().hex[:12]}"
-    settings.TASKS, rq_queues = queue_added(
-        name, tasks=settings.TASKS, rq_queues=getattr(settings, "RQ_QUEUES", None)
-    )
-    if rq_queues is not None:
-        settings.RQ_QUEUES = rq_queues
-    yield name
-    if settings.TASK_BACKEND == "rq":
-        _redis_keys_delete(name)
+    private = private_queue_open(settings)
+    yield private.name
+    private_queue_close(private)
 
 
 @pytest.fixture
@@ -64,38 +57,12 @@ def channel_prefix(settings):
     return prefix
 
 
-def _redis_keys_delete(queue_name: str) -> None:
-    import django_rq
-    from rq import Worker
-    from rq.worker_registration import unregister
-
-    redis = django_rq.get_connection()
-    rq_queue = django_rq.get_queue(queue_name)
-    patterns = [f"*{queue_name}*"]
-    for worker in Worker.all(queue=rq_queue):
-        unregister(worker)
-        patterns.append(f"*{worker.name}*")
-    for pattern in patterns:
-        for key in redis.scan_iter(match=pattern):
-            redis.delete(key)
-    redis.srem("rq:queues", rq_queue.key)
-
-
-def _test_database_url() -> str:
-    """DATABASE_URL of the test database, for the processes the test starts."""
-    database = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
-    url = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(url._replace(path="/" + database["NAME"]))
-
-
 def _worker_start(*, queue_name: str, channel_prefix: str, log: Path) -> subprocess.Popen:
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.support.settings",
         "SX_TEST_QUEUE": queue_name,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": test_database_url(),
         "CHANNELS_PREFIX": channel_prefix,
         "EMAIL_URL": "consolemail://",  # the e-mails land in the log, to be counted
         "PYTHONUNBUFFERED": "1",

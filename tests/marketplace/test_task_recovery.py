@@ -11,18 +11,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 
@@ -36,59 +31,22 @@ from marketplace.taskqueue import (
 )
 from marketplace.tasks import idempotency_records_prune
 from tests.factories import OrganizationFactory
-from tests.support.settings import queue_added
+from tests.support.processes import kill, manage_start, wait_for
+from tests.support.queues import PrivateQueue, private_queue_close, private_queue_open
 from tests.support.tasks import hold_file_append, lease_probe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ON_REDIS_QUEUE = settings.TASK_BACKEND == "rq"
-# Generous bounds: a worker process takes a second or two to start.
-PROCESS_WAIT_SECONDS = 60
-
-
-@dataclasses.dataclass
-class PrivateQueue:
-    name: str
-    result_ids: list[str]
-
-    def enqueue(self, task, *args, **kwargs):
-        result = task.using(queue_name=self.name).enqueue(*args, **kwargs)
-        self.result_ids.append(result.id)
-        return result
 
 
 @pytest.fixture
 def queue(settings):
     """A queue of this test's own, in this process's settings and in those of the processes
     it starts (tests.support.settings)."""
-    name = f"sx-test-{uuid.uuid4().hex[:12]}"
-    settings.TASKS, rq_queues = queue_added(
-        name, tasks=settings.TASKS, rq_queues=getattr(settings, "RQ_QUEUES", None)
-    )
-    if rq_queues is not None:
-        settings.RQ_QUEUES = rq_queues
-    private = PrivateQueue(name=name, result_ids=[])
+    private = private_queue_open(settings)
     yield private
-    if ON_REDIS_QUEUE:
-        _redis_keys_delete(private)
-
-
-def _redis_keys_delete(private: PrivateQueue) -> None:
-    """Delete the Redis keys of this queue, its jobs and its workers; nobody else's."""
-    import django_rq
-    from rq import Worker
-    from rq.worker_registration import unregister
-
-    redis = django_rq.get_connection()
-    rq_queue = django_rq.get_queue(private.name)
-    patterns = [f"*{private.name}*", *(f"*{result_id}*" for result_id in private.result_ids)]
-    for worker in Worker.all(queue=rq_queue):
-        unregister(worker)
-        patterns.append(f"*{worker.name}*")
-    for pattern in patterns:
-        for key in redis.scan_iter(match=pattern):
-            redis.delete(key)
-    redis.srem("rq:queues", rq_queue.key)
+    private_queue_close(private)
 
 
 def _work_until_idle(queue: PrivateQueue) -> None:
@@ -298,49 +256,12 @@ def test_idempotency_records_past_the_replay_window_are_pruned(queue):
 # --- real processes -----------------------------------------------------------------------------
 
 
-def _test_database_url() -> str:
-    """DATABASE_URL of the test database, for the processes the tests start."""
-    database = connection.settings_dict
-    if connection.vendor == "sqlite":
-        # The same options the settings give the embedded default's SQLite database.
-        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
-    url = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(url._replace(path="/" + database["NAME"]))
-
-
-def _manage_start(queue: PrivateQueue, log: Path, *args: str, **env: str) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
-        "SX_TEST_QUEUE": queue.name,
-        "DATABASE_URL": _test_database_url(),
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
-    with log.open("w") as output:
-        return subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=settings.BASE_DIR,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, to kill it with all it started
-        )
+def _manage_start(queue, log: Path, *args: str, **env: str) -> subprocess.Popen:
+    return manage_start(queue.name, log, *args, **env)
 
 
 def _wait_for(condition, *, what: str, process: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + PROCESS_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if process.poll() is not None:
-            pytest.fail(
-                f"Waiting for {what}, process {process.pid} exited with {process.returncode}:\n"
-                f"{log.read_text()}"
-            )
-        time.sleep(0.1)
-    pytest.fail(f"No {what} within {PROCESS_WAIT_SECONDS} s. Output:\n{log.read_text()}")
+    return wait_for(condition, what=what, process=process, log=log)
 
 
 def _lines(path: Path) -> list[str]:
@@ -350,13 +271,6 @@ def _lines(path: Path) -> list[str]:
 def _status(result) -> TaskResultStatus:
     result.refresh()
     return result.status
-
-
-def _kill(*processes: subprocess.Popen | None) -> None:
-    for process in processes:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _worker_start(queue: PrivateQueue, log: Path) -> subprocess.Popen:
@@ -398,7 +312,7 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(queue, tmp_path)
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=15) == 0, (tmp_path / "worker-2.log").read_text()
     finally:
-        _kill(first, second)
+        kill(first, second)
 
 
 def _serve_start(queue: PrivateQueue, log: Path) -> tuple[subprocess.Popen, str]:
@@ -429,7 +343,7 @@ def test_serve_answers_http_and_stops_on_sigterm(queue, tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, (tmp_path / "serve.log").read_text()
     finally:
-        _kill(process)
+        kill(process)
 
 
 @pytest.mark.skipif(
@@ -453,4 +367,4 @@ def test_task_enqueued_while_serve_runs_is_run_by_its_embedded_worker(queue, tmp
         )
         assert _lines(log) == [f"start {process.pid}", f"done {process.pid}"]
     finally:
-        _kill(process)
+        kill(process)
