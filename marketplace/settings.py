@@ -265,7 +265,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
-    "ENUM_NAME_OVERRIDES": {"AuctionStatusEnum": "auctions.models.AuctionStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "AuctionStatusEnum": "auctions.models.AuctionStatus",
+        "JobStatusEnum": "segmentation.models.JobStatus",
+        "WorkItemStatusEnum": "segmentation.models.WorkItemStatus",
+    },
 }
 
 CACHES = (

@@ -674,7 +674,7 @@ def work_claim(*, api_key: ApiKey) -> tuple[WorkItem, str] | None:
             return item, token
 
 
-def _claimed_item(api_key: ApiKey, item_id: int, token: str) -> WorkItem:
+def work_item_claimed(api_key: ApiKey, item_id: int, token: str) -> WorkItem:
     provider = _partner_provider(api_key)
     item = (
         WorkItem.objects.select_for_update(of=("self",))
@@ -685,6 +685,10 @@ def _claimed_item(api_key: ApiKey, item_id: int, token: str) -> WorkItem:
         raise WorkRefused("work_item_not_found", f"Work item {item_id} is not yours.")
     if item.status == WorkItemStatus.DONE:
         raise WorkRefused("work_item_done", f"Work item {item_id} is already done.")
+    if not Job.objects.filter(pk=item.job_id, status=JobStatus.PROCESSING).exists():
+        raise WorkRefused(
+            "claim_lost", f"Job {item.job_id} has ended; work item {item_id} is no longer wanted."
+        )
     if (
         item.status != WorkItemStatus.CLAIMED
         or not token
@@ -710,7 +714,7 @@ def work_result_accept(
     compressed or not) and the positions, in the segment, of the packets it kept (all of
     them when `kept` is None). WorkRefused says what is wrong; the claim then stands."""
     with transaction.atomic():
-        item = _claimed_item(api_key, item_id, token)
+        item = work_item_claimed(api_key, item_id, token)
     folder = job_dir(item.job_id)
     results = folder / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -743,7 +747,7 @@ def work_result_accept(
         upload.unlink(missing_ok=True)
         staged.unlink(missing_ok=True)
     with transaction.atomic():
-        _claimed_item(api_key, item_id, token)  # still ours (re-checked under the lock)
+        work_item_claimed(api_key, item_id, token)  # still ours (re-checked under the lock)
     _work_item_complete(item.pk, result, packets)
     item.refresh_from_db()
     return item
@@ -792,7 +796,7 @@ def _result_checked(path: Path, segment: Path, item: WorkItem, kept: list[int] |
 def work_fail(*, api_key: ApiKey, item_id: int, token: str, reason: str) -> WorkItem:
     """A partner gives a claimed item back; it waits for the next claim (or fails the job
     after WORK_MAX_ATTEMPTS tries)."""
-    item = _claimed_item(api_key, item_id, token)
+    item = work_item_claimed(api_key, item_id, token)
     item.status = WorkItemStatus.PENDING
     item.claim_token_hash = ""
     item.claim_deadline = None

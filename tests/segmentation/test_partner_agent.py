@@ -1,0 +1,440 @@
+"""End to end with two providers: a job's UDP packets need IP anonymization, which the lease's
+provider (its processing in the exchange's workers) does not offer, so they are subcontracted
+to a provider whose processing runs at its site; the partner agent (examples/partner_agent.py,
+a process of its own that knows only the HTTP API) processes them there.
+
+The exchange is the real ASGI server (`manage.py serve`) on the test database, with its task
+worker (embedded, or a `manage.py worker` process on Redis) on a private queue; the rows the
+test creates are committed (`transaction=True`) so those processes see them.
+"""
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from marketplace.models import ApiKeyScope
+from marketplace.services import api_key_create
+from providers.models import Service
+from segmentation import bpf, decode
+from segmentation.capture import capture_open
+from segmentation.processing import headers_length
+from tests.captures import CAPTURES_DIR
+from tests.factories import LeaseFactory, OfferFactory, VerifiedProviderFactory, member_of
+from tests.support.settings import queue_added
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ON_REDIS_QUEUE = settings.TASK_BACKEND == "rq"
+PROCESS_START_SECONDS = 60
+JOB_SECONDS = 120
+AGENT = Path(settings.BASE_DIR) / "examples" / "partner_agent.py"
+CAPTURE = CAPTURES_DIR / "many-protocols.pcap"  # 4709 packets: 269 UDP, 4321 TCP, others
+PIPELINE = [{"service": "anonymize-ip", "where": "udp"}, {"service": "strip-payload"}]
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL of the test database, for the processes the test starts."""
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
+    url = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(url._replace(path="/" + database["NAME"]))
+
+
+def _kill(process: subprocess.Popen | None) -> None:
+    """SIGKILL the process's group: the process and all it started."""
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_for(condition, *, what: str, seconds: float, watched: dict[str, tuple]):
+    """The first true value of `condition()`; fails if a watched process exits first or
+    nothing comes in time. `watched` maps a name to (process, log)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for name, (process, log) in watched.items():
+            if process.poll() is not None:
+                pytest.fail(
+                    f"Waiting for {what}, the {name} exited with {process.returncode}:\n"
+                    f"{log.read_text()}"
+                )
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {name}:\n{log.read_text()}" for name, (_, log) in watched.items())
+    pytest.fail(f"No {what} within {seconds} s.\n{logs}")
+
+
+def _redis_queue_forget(name: str) -> None:
+    """Delete the Redis keys of the private queue, its jobs and its workers; nobody else's."""
+    import django_rq
+    from rq import Worker
+    from rq.worker_registration import unregister
+
+    redis = django_rq.get_connection()
+    queue = django_rq.get_queue(name)
+    job_ids = set(queue.job_ids)
+    for registry in (
+        "started_job_registry",
+        "finished_job_registry",
+        "failed_job_registry",
+        "deferred_job_registry",
+        "scheduled_job_registry",
+        "canceled_job_registry",
+    ):
+        if hasattr(queue, registry):
+            job_ids.update(getattr(queue, registry).get_job_ids())
+    patterns = [f"*{name}*", *(f"*{job_id}*" for job_id in job_ids)]
+    for worker in Worker.all(queue=queue):
+        unregister(worker)
+        patterns.append(f"*{worker.name}*")
+    for pattern in patterns:
+        for key in redis.scan_iter(match=pattern):
+            redis.delete(key)
+    redis.srem("rq:queues", queue.key)
+
+
+@pytest.fixture
+def private_queue(settings):
+    """A task queue of this test's own, for the jobs' tasks of the processes it starts."""
+    name = f"sx-test-{uuid.uuid4().hex[:12]}"
+    settings.TASKS, rq_queues = queue_added(
+        name, tasks=settings.TASKS, rq_queues=getattr(settings, "RQ_QUEUES", None)
+    )
+    if rq_queues is not None:
+        settings.RQ_QUEUES = rq_queues
+    settings.JOBS_QUEUE = name
+    yield name
+    if ON_REDIS_QUEUE:
+        _redis_queue_forget(name)
+
+
+@pytest.fixture
+def job_storage(settings, tmp_path) -> Path:
+    settings.JOB_STORAGE_DIR = tmp_path / "jobs"
+    return settings.JOB_STORAGE_DIR
+
+
+@pytest.fixture
+def exchange(transactional_db, private_queue, job_storage, tmp_path):
+    """The exchange serving on a free port with its task worker; its address and processes."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
+        "SX_TEST_QUEUE": private_queue,
+        "DATABASE_URL": _test_database_url(),
+        "JOB_STORAGE_DIR": str(job_storage),
+        # on Redis a worker process of its own takes the private queue (an embedded worker
+        # would also take the shared "default" queue)
+        "EMBEDDED_WORKER": "false" if ON_REDIS_QUEUE else "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes = {}
+
+    def start(name: str, *args: str):
+        log = tmp_path / f"{name}.log"
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", *args],
+                cwd=settings.BASE_DIR,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed with all it started
+            )
+        processes[name] = (process, log)
+        return process, log
+
+    try:
+        _, server_log = start("server", "serve", "--port", "0")
+        if ON_REDIS_QUEUE:
+            start("worker", "worker", "--queue", private_queue)
+        match = _wait_for(
+            lambda: re.search(r"serving at (http://\S+)/", server_log.read_text()),
+            what="the server's address",
+            seconds=PROCESS_START_SECONDS,
+            watched=processes,
+        )
+        yield match.group(1), processes
+    finally:
+        for process, _ in processes.values():
+            _kill(process)
+
+
+@pytest.fixture
+def agent_start(tmp_path):
+    """Starts examples/partner_agent.py; the agents started are killed at the end."""
+    started = []
+
+    def start(url: str, key: str, *options: str) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"agent-{len(started)}.log"
+        # The agent knows the exchange only by its URL and key: no settings, no database.
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")
+        }
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [sys.executable, str(AGENT), "--url", url, "--key", key, *options],
+                cwd=tmp_path,
+                env={**environment, "PYTHONUNBUFFERED": "1"},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(process)
+        return process, log
+
+    yield start
+    for process in started:
+        _kill(process)
+
+
+# --- the marketplace ------------------------------------------------------------------------
+
+
+def _key(organization) -> str:
+    _, key = api_key_create(
+        organization=organization,
+        name="test key",
+        scope=ApiKeyScope.WRITE,
+        created_by=member_of(organization),
+    )
+    return key
+
+
+@pytest.fixture
+def market():
+    """The lease's provider A runs in the exchange and lacks anonymize-ip; partner B offers it
+    at its site and is the cheapest of those who offer it (C, in the exchange, is dearer)."""
+    provider_a = VerifiedProviderFactory(organization__name="Alpha Segmentation")
+    for service in (Service.SEGMENTATION, Service.STRIP_PAYLOAD):
+        OfferFactory(provider=provider_a, service=service)
+    provider_b = VerifiedProviderFactory(organization__name="Beta Partner", work_location="partner")
+    provider_c = VerifiedProviderFactory(organization__name="Gamma Dear")
+    for provider, price in ((provider_b, 100), (provider_c, 900)):
+        for service in (Service.ANONYMIZE_IP, Service.STRIP_PAYLOAD):
+            OfferFactory(provider=provider, service=service, price_per_gb_minor=price)
+    lease = LeaseFactory(block__provider=provider_a)
+    return {
+        "lease": lease,
+        "provider_a": provider_a,
+        "provider_b": provider_b,
+        "buyer_key": _key(lease.winner),
+        "partner_key": _key(provider_b.organization),
+    }
+
+
+# --- HTTP as a client sees it -----------------------------------------------------------------
+
+
+def _request(url: str, key: str, *, data: bytes | None = None, headers=None):
+    request = urllib.request.Request(
+        url, data=data, headers={"Authorization": f"Bearer {key}", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _job_submit(url: str, key: str, lease_id: int) -> dict:
+    boundary = uuid.uuid4().hex
+    fields = {
+        "lease": str(lease_id),
+        "method": "packet-count",
+        "param": "2000",
+        "pipeline": json.dumps(PIPELINE),
+    }
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    )
+    body += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{CAPTURE.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    body += CAPTURE.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    status, content = _request(
+        f"{url}/api/v1/jobs/",
+        key,
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert status == 201, content
+    return json.loads(content)
+
+
+def _job_finished(url: str, key: str, job_id: int, processes: dict, agent_log: Path) -> dict:
+    def ended():
+        status, content = _request(f"{url}/api/v1/jobs/{job_id}/", key)
+        assert status == 200, content
+        job = json.loads(content)
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    try:
+        job = _wait_for(
+            ended, what=f"the end of job {job_id}", seconds=JOB_SECONDS, watched=processes
+        )
+    finally:
+        print(f"--- partner agent:\n{agent_log.read_text()}")  # shown if the test fails
+    logs = "\n".join(f"--- {name}:\n{log.read_text()}" for name, (_, log) in processes.items())
+    assert job["status"] == "succeeded", f"{job['failure_code']}: {job['failure_reason']}\n{logs}"
+    return job
+
+
+# --- checks on the output -------------------------------------------------------------------
+
+
+def _packets(path: Path) -> list:
+    with capture_open(path) as reader:
+        return list(reader)
+
+
+def _common_prefix_bits(a: bytes, b: bytes) -> int:
+    bits = 0
+    for x, y in zip(a, b, strict=True):
+        if x == y:
+            bits += 8
+            continue
+        return bits + 8 - (x ^ y).bit_length()
+    return bits
+
+
+def _assert_output_processed(output: Path) -> int:
+    """The output holds the input's packets, in order; UDP ones anonymized (prefix-preserving)
+    and every payload stripped; TCP addresses unchanged. Returns how many UDP packets."""
+    originals, results = _packets(CAPTURE), _packets(output)
+    assert len(results) == len(originals)
+    assert [(p.ts_ns, p.orig_len) for p in results] == [(p.ts_ns, p.orig_len) for p in originals]
+    udp = bpf.bpf_compile("udp", decode.LINKTYPE_ETHERNET)
+    anonymized: dict[bytes, bytes] = {}
+    udp_packets = tcp_packets = 0
+    for original, result in zip(originals, results, strict=True):
+        assert len(result.data) == headers_length(original.data, original.linktype)
+        before = decode.ip_summary(original.data, original.linktype)
+        after = decode.ip_summary(result.data, result.linktype)
+        if udp.matches(original.data):
+            udp_packets += 1
+            assert after is not None
+            for address, changed in ((before.src_ip, after.src_ip), (before.dst_ip, after.dst_ip)):
+                assert changed != address
+                assert anonymized.setdefault(address, changed) == changed
+        elif before is not None and before.proto == decode.TCP:
+            tcp_packets += 1
+            assert (after.src_ip, after.dst_ip) == (before.src_ip, before.dst_ip)
+    assert udp_packets > 100 and tcp_packets > 1000
+    for (a, a_anonymized), (b, b_anonymized) in itertools.combinations(anonymized.items(), 2):
+        if len(a) == len(b):
+            assert _common_prefix_bits(a, b) == _common_prefix_bits(a_anonymized, b_anonymized)
+    return udp_packets
+
+
+def _assert_manifest(manifest: dict, market: dict, udp_packets: int) -> dict:
+    """A subcontracted segment of the UDP packets by B at its site, the rest by A in the
+    exchange; returns the subcontracted segment."""
+    segments = manifest["segments"]
+    subcontracted = [s for s in segments if s["kind"] == "subcontract"]
+    assert len(subcontracted) == 1, segments
+    (partner_segment,) = subcontracted
+    assert partner_segment["provider"]["id"] == market["provider_b"].pk
+    assert partner_segment["location"] == "partner"
+    assert partner_segment["packets_in"] == partner_segment["packets"] == udp_packets
+    others = [s for s in segments if s["kind"] == "segment"]
+    assert len(others) == 3  # 4709 - 269 packets in segments of 2000
+    for segment in others:
+        assert segment["provider"]["id"] == market["provider_a"].pk
+        assert segment["location"] == "exchange"
+    assert sum(s["packets"] for s in segments) == manifest["output"]["packets"] == 4709
+    return partner_segment
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+
+def _job_through_the_agent(exchange, market, agent_start, tmp_path, *agent_options) -> tuple:
+    """Run the agent for B and a job through the API to its end; the job, its output file,
+    its manifest and the agent's log."""
+    url, processes = exchange
+    agent, agent_log = agent_start(
+        url, market["partner_key"], "--poll", "0.2", "--max-items", "1", *agent_options
+    )
+    submitted = _job_submit(url, market["buyer_key"], market["lease"].pk)
+
+    # the agent stops by itself once it has delivered its one item (--max-items 1)
+    job = _job_finished(url, market["buyer_key"], submitted["id"], processes, agent_log)
+    _wait_for(lambda: agent.poll() is not None, what="the agent's exit", seconds=30, watched={})
+    assert agent.returncode == 0, agent_log.read_text()
+    status, content = _request(job["output_url"], market["buyer_key"])
+    assert status == 200, content
+    output = tmp_path / "output.pcap"
+    output.write_bytes(content)
+    status, content = _request(job["manifest_url"], market["buyer_key"])
+    assert status == 200, content
+    return job, output, json.loads(content), agent_log.read_text()
+
+
+def test_udp_packets_are_processed_by_the_partner_agent_and_assembled_in_order(
+    exchange, market, agent_start, tmp_path
+):
+    job, output, manifest, agent_log = _job_through_the_agent(
+        exchange, market, agent_start, tmp_path
+    )
+
+    udp_packets = _assert_output_processed(output)
+    partner_segment = _assert_manifest(manifest, market, udp_packets)
+    assert partner_segment["attempts"] == 1
+    item_lines = [line for line in agent_log.splitlines() if f"job {job['id']}," in line]
+    assert len(item_lines) == 1, agent_log
+    assert f"{udp_packets} of {udp_packets} packets kept" in item_lines[0]
+    usage = {(u["provider"]["id"], u["kind"]): u["packets"] for u in job["usage"]}
+    assert usage[market["provider_b"].pk, "subcontract"] == udp_packets
+    assert usage[market["provider_a"].pk, "segment"] == 4709 - udp_packets
+
+
+def test_item_the_agent_gives_back_is_claimed_again_and_completed(
+    exchange, market, agent_start, tmp_path
+):
+    job, output, manifest, agent_log = _job_through_the_agent(
+        exchange, market, agent_start, tmp_path, "--fail-first"
+    )
+
+    udp_packets = _assert_output_processed(output)
+    partner_segment = _assert_manifest(manifest, market, udp_packets)
+    assert partner_segment["attempts"] == 2
+    assert "given back: given back on purpose (--fail-first)" in agent_log
+    (item,) = [i for i in job["items"] if i["kind"] == "subcontract"]
+    assert (item["status"], item["attempts"]) == ("done", 2)
+
+
+def test_agent_with_a_key_the_exchange_refuses_stops_with_the_reason(exchange, market, agent_start):
+    url, _ = exchange
+
+    unknown, unknown_log = agent_start(url, "sx_not-a-key", "--poll", "0.2")
+    buyer, buyer_log = agent_start(url, market["buyer_key"], "--poll", "0.2")
+
+    assert unknown.wait(timeout=30) == 2
+    assert "The exchange refuses this key: HTTP 401 invalid_api_key" in unknown_log.read_text()
+    assert buyer.wait(timeout=30) == 2
+    assert "HTTP 403 not_a_provider: Only a verified provider" in buyer_log.read_text()
