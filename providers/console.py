@@ -59,6 +59,14 @@ class ProviderConsoleSite(admin.AdminSite):
             login_url=reverse("login"),
         )
 
+    def get_app_list(self, request, app_label=None):
+        app_list = super().get_app_list(request, app_label)
+        for app in app_list:
+            for model in app["models"]:
+                if model["object_name"] == "ProviderProfile":
+                    model["name"] = "Your provider profile"
+        return app_list
+
     def each_context(self, request):
         context = super().each_context(request)
         provider = console_provider(request)
@@ -201,3 +209,54 @@ class OfferConsoleAdmin(ProviderScopedAdmin):
     ]
     list_filter = ["service", "is_active"]
     fields = ["service", "price_per_gb_minor", "price_per_minute_minor", "currency", "is_active"]
+
+
+@admin.register(ProviderProfile, site=console_site)
+class ProviderProfileConsoleAdmin(admin.ModelAdmin):
+    """The acting provider's own profile. What buyers see is checked by staff and only shown
+    here; where the provider's processing runs (SPEC §5.2 dispersion) can be changed."""
+
+    fields = ["legal_name", "status", "contact_name", "contact_email", "work_location"]
+    readonly_fields = ["legal_name", "status", "contact_name", "contact_email"]
+
+    def get_queryset(self, request):
+        provider = console_provider(request)
+        queryset = super().get_queryset(request)
+        return queryset.none() if provider is None else queryset.filter(pk=provider.pk)
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No such object in your console.")
+        return obj
+
+    def changelist_view(self, request, extra_context=None):
+        # There is one profile: its page is the list.
+        provider = console_provider(request)
+        if provider is None:
+            raise Http404("No provider profile in your console.")
+        return redirect("console:providers_providerprofile_change", provider.pk)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["help_texts"] = {
+            "work_location": "Where the built-in processing services you offer run on buyers' "
+            "segments: in the exchange's workers, or at your premises, where your partner "
+            "agent claims work items with an API key of yours and sends back the results. "
+            "A change applies to jobs split from then on.",
+        }
+        return super().get_form(request, obj, change, **kwargs)
+
+    def has_module_permission(self, request):
+        return console_provider(request) is not None
+
+    def has_view_permission(self, request, obj=None):
+        return console_provider(request) is not None
+
+    def has_change_permission(self, request, obj=None):
+        return console_can_manage(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

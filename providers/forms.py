@@ -2,7 +2,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from marketplace.money import CURRENCY_CHOICES, money_parse
-from providers.models import NetworkTechnology, Service
+from providers.models import NetworkTechnology, Service, WorkLocation
 
 
 class ProviderApplicationForm(forms.Form):
@@ -20,6 +20,13 @@ class ProviderApplicationForm(forms.Form):
     website = forms.URLField(required=False)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     currency = forms.ChoiceField(choices=CURRENCY_CHOICES, initial="USD")
+    work_location = forms.ChoiceField(
+        choices=WorkLocation.choices,
+        initial=WorkLocation.EXCHANGE,
+        label="Where your processing services run",
+        help_text="Partner: your agent claims jobs' work items through the API "
+        "(examples/partner_agent.py) and runs them on your systems.",
+    )
 
     NEW = "new"
 

@@ -19,6 +19,7 @@ from providers.models import (
     RoutingPath,
     RoutingPathHop,
     Service,
+    WorkLocation,
 )
 
 
@@ -69,6 +70,7 @@ def provider_register(
     contact_phone: str = "",
     website: str = "",
     description: str = "",
+    work_location: str = WorkLocation.EXCHANGE,
     networks: Sequence[NetworkInput] = (),
     routing_paths: Sequence[RoutingPathInput] = (),
     offers: Sequence[OfferInput] = (),
@@ -96,6 +98,7 @@ def provider_register(
         contact_phone=contact_phone.strip(),
         website=website.strip(),
         description=description.strip(),
+        work_location=work_location,
     )
     provider.full_clean(exclude=["organization"])
     provider.save()

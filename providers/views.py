@@ -61,6 +61,7 @@ def provider_apply(request):
                     contact_phone=form.cleaned_data["contact_phone"],
                     website=form.cleaned_data["website"],
                     description=form.cleaned_data["description"],
+                    work_location=form.cleaned_data["work_location"],
                     networks=[NetworkInput(**row) for row in networks.filled()],
                     routing_paths=[RoutingPathInput(**row) for row in paths.filled()],
                     offers=[

@@ -30,6 +30,7 @@ def application(**overrides):
         "website": "",
         "description": "Metro fiber in London",
         "currency": "USD",
+        "work_location": "exchange",
         "networks-TOTAL_FORMS": "3",
         "networks-INITIAL_FORMS": "0",
         "networks-0-name": "Metro",
@@ -73,6 +74,16 @@ def test_application_creates_a_provider_awaiting_verification_with_its_catalogue
     assert offers["anonymize-ip"].price_per_gb_minor == 40
     dashboard = client.get(reverse("dashboard")).content.decode()
     assert "Awaiting verification" in dashboard
+    assert provider.work_location == "exchange"
+
+
+def test_a_provider_can_register_to_run_its_services_with_its_own_partner_agent(login_client):
+    client = login_client(UserFactory())
+
+    response = client.post(reverse("provider_apply"), application(work_location="partner"))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ProviderProfile.objects.get(legal_name="Fiber Co Ltd").work_location == "partner"
 
 
 def test_an_existing_recipient_organization_can_apply_and_becomes_both():
