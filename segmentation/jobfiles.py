@@ -16,6 +16,7 @@ import sys
 import uuid
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 from django.conf import settings
@@ -100,12 +101,17 @@ def _indices_flush(file, buffer: array) -> int:
 
 
 def indices_read(path: Path) -> Iterator[int]:
+    """The indices stored at `path`, read chunk by chunk (iterated in C)."""
+    return chain.from_iterable(_index_arrays(path))
+
+
+def _index_arrays(path: Path) -> Iterator[array]:
     with open(path, "rb") as file:
         while chunk := file.read(8 * _INDICES_PER_WRITE):
             values = array("Q", chunk)
             if sys.byteorder == "big":  # pragma: no cover
                 values.byteswap()
-            yield from values
+            yield values
 
 
 def indices_kept(original: Iterable[int], kept_positions: Iterable[int]) -> Iterator[int]:

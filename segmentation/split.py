@@ -36,13 +36,21 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
 
 from segmentation.bpf import BpfFilter, BpfSyntaxError, bpf_compile
 from segmentation.capture import CaptureEncoder, CaptureReader, capture_open
-from segmentation.decode import TCP, UDP, connection_of, ip_summary, reverse_endpoints
+from segmentation.decode import (
+    LINKTYPE_ETHERNET,
+    TCP,
+    UDP,
+    connection_of,
+    ip_summary,
+    reverse_endpoints,
+)
 from segmentation.packet import Packet
 
 __all__ = [
@@ -294,7 +302,22 @@ class _Connection:
             if self.outside is None:
                 self.outside = self.numbers.take()
             return self.outside
-        proto, endpoints, flags = connection
+        return self._numbered(*connection)
+
+    def number_record(self, record: bytes, linktype: int) -> int:
+        """`number` of a whole pcap record (its 16-byte header, then the packet). IPv4 TCP/UDP
+        over Ethernet without options (most packets) is read in place, as `connection_of`
+        reads it, without first copying the packet out of the record."""
+        if linktype == LINKTYPE_ETHERNET and len(record) >= 70:
+            ethertype, version_ihl, fragment, proto = _RECORD_IPV4_HEAD(record, 28)
+            if ethertype == 0x0800 and version_ihl == 0x45 and not fragment & 0x3FFF:
+                if proto == TCP:
+                    return self._numbered(TCP, record[42:54], record[63])
+                if proto == UDP:
+                    return self._numbered(UDP, record[42:54], 0)
+        return self.number(record[16:], linktype)
+
+    def _numbered(self, proto: int, endpoints: bytes, flags: int) -> int:
         table = self.tables[proto]
         state = table.get(endpoints)
         syn = proto == TCP and flags & (_SYN | _ACK) == _SYN
@@ -429,14 +452,18 @@ class SegmentIndex:
         return sum(count for _start, count in self._chunks.get(number, ()))
 
     def indices(self, number: int) -> Iterator[int]:
-        """The original indices of segment `number`'s packets, in order, read chunk by chunk."""
+        """The original indices of segment `number`'s packets, in order, read chunk by chunk
+        (iterated in C: no Python frame resumes per index)."""
+        return chain.from_iterable(self._arrays(number))
+
+    def _arrays(self, number: int) -> Iterator[array]:
         for start, count in self._chunks.get(number, ()):
             with open(self.path, "rb") as file:
                 file.seek(start)
                 values = array("Q", file.read(8 * count))
             if sys.byteorder == "big":  # pragma: no cover - the index is little-endian
                 values.byteswap()
-            yield from values
+            yield values
 
 
 def _max_open_files() -> int:
@@ -587,9 +614,11 @@ def split_capture(
             parallel = _parallel_worthwhile(reader)
         try:
             if reader.format == "pcap" and parallel and _CAN_FORK:
-                _split_pcap_records_in_parallel(reader, number_of, prefilter, files)
+                number_record = _record_numberer(assigner, number_of)
+                _split_pcap_records_in_parallel(reader, number_record, prefilter, files)
             elif reader.format == "pcap":
-                _split_pcap_records(reader, number_of, prefilter, files)
+                number_record = _record_numberer(assigner, number_of)
+                _split_pcap_records(reader, number_record, prefilter, files)
             else:
                 _split_packets(reader, number_of, prefilter, files)
             files.flush()
@@ -603,6 +632,21 @@ def split_capture(
 
 
 ROUTED_BASE = 1 << 30  # numbers from here up are segments a route gathers
+# ethertype, version and header length, fragment field, protocol of an IPv4 packet over
+# Ethernet, read from a pcap record (16-byte record header first)
+_RECORD_IPV4_HEAD = Struct("!HB5xHxB").unpack_from
+
+
+def _record_numberer(assigner, number_of):
+    """A function numbering a whole pcap record: the assigner's own when it has one and
+    nothing wraps its numbering, else `number_of` on the packet copied out of the record."""
+    if number_of == assigner.number and hasattr(assigner, "number_record"):
+        return assigner.number_record
+
+    def number_record(record: bytes, linktype: int) -> int:
+        return number_of(record[16:], linktype)
+
+    return number_record
 
 
 def _routed(number_of, route):
@@ -630,10 +674,9 @@ def _split_pcap_records(reader, number_of, prefilter, files: _SegmentFiles) -> N
     for batch in reader.pcap_records():
         for record in batch:
             index += 1
-            data = record[16:]
-            if prefilter is not None and not prefilter(data, linktype):
+            if prefilter is not None and not prefilter(record[16:], linktype):
                 continue
-            number = number_of(data, linktype)
+            number = number_of(record, linktype)
             buffer = buffers.get(number)
             if buffer is None:
                 buffer = start(number)
@@ -678,11 +721,10 @@ def _number_batches(path: str, number_of, prefilter, sender) -> None:
                 numbers = array("I")
                 append = numbers.append
                 for record in batch:
-                    data = record[16:]
-                    if prefilter is not None and not prefilter(data, linktype):
+                    if prefilter is not None and not prefilter(record[16:], linktype):
                         append(_DROPPED)
                     else:
-                        append(number_of(data, linktype))
+                        append(number_of(record, linktype))
                 sender.send_bytes(b"N" + numbers.tobytes())
         sender.send_bytes(b"D")
     except BaseException as exc:  # reported to the writing process, which raises
