@@ -60,6 +60,7 @@ PROVIDERS = [
         ],
         "offers": [
             (Service.SEGMENTATION, 210, 9),
+            (Service.ANONYMIZE_IP, 45, 0),
             (Service.STRIP_PAYLOAD, 20, 0),
             (Service.DEDUPE, 25, 0),
         ],
