@@ -19,13 +19,12 @@ import multiprocessing
 import os
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 
 from segmentation.capture import CaptureReader, FilePool, capture_encoder, capture_open
-from segmentation.packet import Packet
 from segmentation.split import SegmentFile, SegmentIndex
 
 __all__ = ["AssembleError", "AssembledCapture", "assemble", "assemble_segments"]
@@ -81,10 +80,6 @@ class _Part:
         self.records = (
             chain.from_iterable(self.reader.pcap_records()) if self.raw else iter(self.reader)
         )
-        self.items = zip(indices, self.records, strict=True)
-
-    def advance(self) -> tuple[int, bytes | Packet] | None:
-        return next(self.items, None)
 
 
 def assemble(
@@ -147,74 +142,88 @@ def assemble_segments(
     )
 
 
-def _merge(parts: list[_Part], output_path: str | os.PathLike[str], like: CaptureReader) -> int:
-    """The k-way merge. A part whose indices and packets differ in number raises _PartMismatch."""
+def _runs(index_sources: list[Iterable[int]]) -> Iterator[tuple[int, int]]:
+    """The merge order as runs: (part number, how many packets in a row). The part holding
+    the smallest index left gives all its packets whose indices follow on, as no other part
+    can hold an index in between. AssembleError when an index repeats or goes backwards."""
     mask = (1 << _INDEX_BITS) - 1
-    heap: list[int] = []
-    pending: list[bytes | Packet | None] = [None] * len(parts)
-    number = 0
-    try:
-        for number, part in enumerate(parts):
-            head = part.advance()
-            if head is not None:
-                heap.append(head[0] << _INDEX_BITS | number)
-                pending[number] = head[1]
-    except ValueError as exc:  # zip(strict=True) saying one side ended first
-        raise _PartMismatch(parts[number]) from exc
+    sources = [iter(indices) for indices in index_sources]
+    heap = []
+    for number, source in enumerate(sources):
+        first = next(source, None)
+        if first is not None:
+            heap.append(first << _INDEX_BITS | number)
     heapq.heapify(heap)
+    heappop, heappush = heapq.heappop, heapq.heappush
+    last = -1
+    while heap:
+        key = heappop(heap)
+        number, index = key & mask, key >> _INDEX_BITS
+        if index <= last:
+            raise AssembleError(f"packet {index} is in two parts or out of order")
+        source = sources[number]
+        count = 1
+        following = next(source, None)
+        while following == index + count:
+            count += 1
+            following = next(source, None)
+        last = index + count - 1
+        yield number, count
+        if following is not None:
+            heappush(heap, following << _INDEX_BITS | number)
+
+
+def _merge(parts: list[_Part], output_path: str | os.PathLike[str], like: CaptureReader) -> int:
+    """The k-way merge, run by run (see `_runs`). A part whose indices and packets differ in
+    number raises _PartMismatch."""
+    return _write_runs(parts, _runs([part.indices for part in parts]), output_path, like)
+
+
+def _write_runs(
+    parts: list[_Part], runs: Iterable[tuple[int, int]], output_path, like: CaptureReader
+) -> int:
+    """Write the output following `runs` of (part number, packets in a row): raw pcap
+    records are copied as they are, a run at once; other packets go through the encoder."""
     pcapng = like.format == "pcapng"
     # `like` may not have read far enough to know every interface; the parts carrying packets
     # of later interfaces describe them (with the same numbers, as the split wrote them)
     interfaces = list(like.interfaces)
     encoder = capture_encoder(like, interfaces=interfaces)
-    items = [part.items for part in parts]
-    heappop, heappushpop = heapq.heappop, heapq.heappushpop
+    records = [part.records for part in parts]
+    raw = [part.raw for part in parts]
     written = 0
+    number = 0
     out = bytearray(encoder.preamble())
     with open(output_path, "wb") as file:
-        if not heap:
-            file.write(out)
-            return 0
-        key = heappop(heap)
-        number, index = key & mask, key >> _INDEX_BITS
-        last = -1
         try:
-            while True:
-                # the part `number` holds the smallest index left; the heap holds the others
-                if index <= last:
-                    raise AssembleError(f"packet {index} is in two parts or out of order")
-                last = index
-                item = pending[number]
-                if type(item) is bytes:
-                    out += item
+            for number, count in runs:
+                part_records = records[number]
+                if raw[number]:
+                    if count == 1:
+                        out += next(part_records)
+                    else:
+                        run = list(islice(part_records, count))
+                        if len(run) < count:
+                            raise StopIteration
+                        out += b"".join(run)
                 else:
-                    if pcapng and item.interface >= len(interfaces):
-                        known = parts[number].reader.interfaces
-                        interfaces.extend(known[len(interfaces) : item.interface + 1])
-                    encoder.encode_into(out, item)
-                written += 1
+                    for _ in range(count):
+                        packet = next(part_records)
+                        if pcapng and packet.interface >= len(interfaces):
+                            known = parts[number].reader.interfaces
+                            interfaces.extend(known[len(interfaces) : packet.interface + 1])
+                        encoder.encode_into(out, packet)
+                written += count
                 if len(out) >= _WRITE_CHUNK:
                     file.write(out)
                     out.clear()
-                head = next(items[number], None)
-                if head is None:
-                    if not heap:
-                        break
-                    key = heappop(heap)
-                else:
-                    pending[number] = head[1]
-                    if head[0] == index + 1:
-                        # the very next packet: no other part can hold a smaller index, so the
-                        # heap is left alone (most packets, as connections come in bursts)
-                        index += 1
-                        continue
-                    key = heappushpop(heap, head[0] << _INDEX_BITS | number)
-                number, index = key & mask, key >> _INDEX_BITS
-        except ValueError as exc:
-            if isinstance(exc, AssembleError):
-                raise
-            raise _PartMismatch(parts[number]) from exc
+        except StopIteration:
+            raise _PartMismatch(parts[number]) from None
         file.write(out)
+    # a part with more packets than indices has some left
+    for part in parts:
+        if next(part.records, None) is not None:
+            raise _PartMismatch(part)
     return written
 
 
@@ -246,35 +255,11 @@ def _order_parts(index_sources: list[Iterable[int]], sender) -> None:
     """In the helper process: merge the parts' indices and send, in batches, which part holds
     the next packets as (part number, how many in a row) pairs; then an end mark."""
     try:
-        mask = (1 << _INDEX_BITS) - 1
-        sources = [iter(indices) for indices in index_sources]
-        heap = []
-        for number, source in enumerate(sources):
-            first = next(source, None)
-            if first is not None:
-                heap.append(first << _INDEX_BITS | number)
-        heapq.heapify(heap)
         runs = array("I")
         append = runs.append
-        last = -1
-        while heap:
-            key = heapq.heappop(heap)
-            number, index = key & mask, key >> _INDEX_BITS
-            if index <= last:
-                raise AssembleError(f"packet {index} is in two parts or out of order")
-            source = sources[number]
-            # this part's packets in a row, as long as their indices follow each other: no
-            # other part can hold an index in between
-            count = 1
-            following = next(source, None)
-            while following == index + count:
-                count += 1
-                following = next(source, None)
-            last = index + count - 1
+        for number, count in _runs(index_sources):
             append(number)
             append(count)
-            if following is not None:
-                heapq.heappush(heap, following << _INDEX_BITS | number)
             if len(runs) >= _ORDER_BATCH:
                 sender.send_bytes(b"N" + runs.tobytes())
                 del runs[:]
@@ -311,54 +296,21 @@ def _merge_in_parallel(
 
 
 def _write_in_order(parts: list[_Part], receiver, output_path, like: CaptureReader) -> int:
-    pcapng = like.format == "pcapng"
-    interfaces = list(like.interfaces)
-    encoder = capture_encoder(like, interfaces=interfaces)
-    records = [part.records for part in parts]
-    raw = [part.raw for part in parts]
-    written = 0
-    out = bytearray(encoder.preamble())
-    number = 0
-    with open(output_path, "wb") as file:
-        while True:
-            try:
-                message = receiver.recv_bytes()
-            except EOFError:
-                raise AssembleError("the ordering helper ended without a word (killed?)") from None
-            tag = message[:1]
-            if tag == b"E":
-                raise AssembleError(message[1:].decode())
-            if tag == b"D":
-                break
-            runs = array("I")
-            runs.frombytes(message[1:])
-            try:
-                for number, count in zip(runs[::2], runs[1::2], strict=True):
-                    part_records = records[number]
-                    if raw[number]:
-                        if count == 1:
-                            out += next(part_records)
-                        else:
-                            run = list(islice(part_records, count))
-                            if len(run) < count:
-                                raise StopIteration
-                            out += b"".join(run)
-                    else:
-                        for _ in range(count):
-                            packet = next(part_records)
-                            if pcapng and packet.interface >= len(interfaces):
-                                known = parts[number].reader.interfaces
-                                interfaces.extend(known[len(interfaces) : packet.interface + 1])
-                            encoder.encode_into(out, packet)
-                    written += count
-                    if len(out) >= _WRITE_CHUNK:
-                        file.write(out)
-                        out.clear()
-            except StopIteration:
-                raise _PartMismatch(parts[number]) from None
-        file.write(out)
-    # a part with more packets than indices has some left
-    for part in parts:
-        if next(part.records, None) is not None:
-            raise _PartMismatch(part)
-    return written
+    return _write_runs(parts, _received_runs(receiver), output_path, like)
+
+
+def _received_runs(receiver) -> Iterator[tuple[int, int]]:
+    """The runs the ordering helper sends, until its end mark; AssembleError for its error."""
+    while True:
+        try:
+            message = receiver.recv_bytes()
+        except EOFError:
+            raise AssembleError("the ordering helper ended without a word (killed?)") from None
+        tag = message[:1]
+        if tag == b"E":
+            raise AssembleError(message[1:].decode())
+        if tag == b"D":
+            return
+        runs = array("I")
+        runs.frombytes(message[1:])
+        yield from zip(runs[::2], runs[1::2], strict=True)
