@@ -145,6 +145,8 @@ WORK_CLAIM_SECONDS = env.float("WORK_CLAIM_SECONDS", default=300.0)
 WORK_MAX_ATTEMPTS = env.int("WORK_MAX_ATTEMPTS", default=5)
 JOBS_QUEUE = env.str("JOBS_QUEUE", default="default")
 SLA_GRACE_SECONDS = env.float("SLA_GRACE_SECONDS", default=5.0)
+# A job unchanged this long gets its next step queued again (lost after a worker died).
+JOB_STALL_SECONDS = env.float("JOB_STALL_SECONDS", default=60.0)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)

@@ -27,6 +27,7 @@ from segmentation.processing import pipeline_build
 _CHUNK = 1 << 20
 _INDICES_PER_WRITE = 1 << 16
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+CAPTURE_CONTENT_TYPES = {"pcap": "application/vnd.tcpdump.pcap", "pcapng": "application/x-pcapng"}
 
 
 def job_dir(job_id: int) -> Path:

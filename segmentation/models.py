@@ -113,6 +113,9 @@ class Job(models.Model):
     )
     seq = models.PositiveBigIntegerField(default=0, help_text="Number of the last live event.")
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(
+        auto_now=True, help_text="Last change; the reconciler nudges jobs idle for long."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -618,16 +618,35 @@ def compress_bytes(data: bytes, level: int = DEFAULT_COMPRESSION_LEVEL) -> bytes
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
-def _decompressed_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a stream of one or more zstd frames; ProcessingError if invalid or cut."""
+# Compressed input is fed this much at a time, so one call's output stays bounded (a zstd
+# block of up to 128 KiB can take a handful of bytes): a "zip bomb" is stopped at `max_bytes`
+# before it fills memory.
+_DECOMPRESS_FEED = 1024
+
+
+def _fed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        for start in range(0, len(chunk), _DECOMPRESS_FEED):
+            yield chunk[start : start + _DECOMPRESS_FEED]
+
+
+def _decompressed_chunks(chunks: Iterable[bytes], max_bytes: int | None = None) -> Iterator[bytes]:
+    """Decompress a stream of one or more zstd frames; ProcessingError if invalid or cut, or
+    once the output passes `max_bytes`."""
     decompressor = zstandard.ZstdDecompressor()
     frame = decompressor.decompressobj()
     frames, inside_frame = 0, False
+    total = 0
     try:
-        for chunk in chunks:
+        for chunk in _fed(chunks):
             while chunk:
                 output = frame.decompress(chunk)
                 if output:
+                    total += len(output)
+                    if max_bytes is not None and total > max_bytes:
+                        raise ProcessingError(
+                            f"zstd data decompresses to more than {max_bytes:,} bytes"
+                        )
                     yield output
                 if frame.eof:
                     frames, inside_frame = frames + 1, False
@@ -662,11 +681,14 @@ def compress_file(
         compressor.copy_stream(source, target, size=os.fstat(source.fileno()).st_size)
 
 
-def decompress_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Decompress the zstd file `src` into `dst`; on bad or cut input, raise and leave no `dst`."""
+def decompress_file(
+    src: str | os.PathLike, dst: str | os.PathLike, *, max_bytes: int | None = None
+) -> None:
+    """Decompress the zstd file `src` into `dst`; on bad or cut input, or output over
+    `max_bytes`, raise and leave no `dst`."""
     try:
         with open(src, "rb") as source, open(dst, "wb") as target:
-            for output in _decompressed_chunks(_file_chunks(source)):
+            for output in _decompressed_chunks(_file_chunks(source), max_bytes):
                 target.write(output)
     except ProcessingError:
         Path(dst).unlink(missing_ok=True)
@@ -738,7 +760,7 @@ def _step_parsed(position: int, step: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(step, dict):
         raise ProcessingError(f"step {position}: expected an object with a 'service', not {step!r}")
     service = step.get("service")
-    if service not in SERVICES:
+    if not isinstance(service, str) or service not in SERVICES:
         known = ", ".join(SERVICES)
         raise ProcessingError(
             f"step {position}: unknown processing service {service!r} (known: {known})"

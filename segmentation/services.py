@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,7 @@ from segmentation.jobfiles import (
 )
 from segmentation.live import job_event_publish
 from segmentation.models import (
+    JOB_ENDED,
     Job,
     JobStatus,
     SegmentationProfile,
@@ -118,6 +120,11 @@ def job_spec_validate(spec: JobSpec) -> JobSpec:
         split_param_parse(spec.method, spec.param or None)
     except SplitError as exc:
         raise JobRejected("invalid_split", str(exc)) from None
+    if spec.method == "bpf-filter":
+        try:
+            bpf_check(spec.param)
+        except ProcessingError as exc:
+            raise JobRejected("bad_bpf", f"The bpf-filter method's parameter: {exc}") from None
     if spec.bpf_filter:
         try:
             bpf_check(spec.bpf_filter)
@@ -212,6 +219,10 @@ def job_submit(
     path = folder / "input"
     try:
         stored, sha256 = chunks_store(chunks, path, limit=limit)
+    except OSError as exc:
+        job_dir_remove(job.pk)
+        _job_mark_failed(job, "storage_failed", f"The capture could not be stored: {exc}")
+        raise
     except ValueError:
         job_dir_remove(job.pk)
         _job_mark_failed(job, "upload_too_large", _too_large(None, limit))
@@ -302,7 +313,16 @@ def _job_mark_failed(job: Job, code: str, reason: str) -> None:
     job.failure_reason = reason
     job.finished_at = timezone.now()
     job.seq = F("seq") + 1
-    job.save(update_fields=["status", "failure_code", "failure_reason", "finished_at", "seq"])
+    job.save(
+        update_fields=[
+            "status",
+            "failure_code",
+            "failure_reason",
+            "finished_at",
+            "seq",
+            "updated_at",
+        ]
+    )
     job.refresh_from_db(fields=["seq"])
     transaction.on_commit(partial(job_event_publish, job.pk))
 
@@ -379,7 +399,7 @@ def _job_split(job: Job) -> str:
         job.status = JobStatus.SPLITTING
         job.started_at = job.started_at or timezone.now()
         job.seq = F("seq") + 1
-        job.save(update_fields=["status", "started_at", "seq"])
+        job.save(update_fields=["status", "started_at", "seq", "updated_at"])
         transaction.on_commit(partial(job_event_publish, job.pk))
     job = Job.objects.select_related("lease__block__provider").get(pk=job.pk)
     provider = job.lease.block.provider
@@ -403,8 +423,9 @@ def _job_split(job: Job) -> str:
 
     folder = job_dir(job.pk)
     final = folder / "split"
-    temporary = folder / "split.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
+    # a folder of this run's own: a second run of the task (its worker's lease ran out while
+    # it still worked) never writes into the files of the first
+    temporary = folder / f"split.tmp-{uuid.uuid4().hex[:12]}"
     temporary.mkdir(parents=True)
     needs = pipeline_needs(job.pipeline, lacking) if lacking else None
     route = (
@@ -439,14 +460,16 @@ def _job_split(job: Job) -> str:
             reason=f"No packet of {job.input_name} matches the BPF filter '{job.bpf_filter}'.",
         )
         return JobStatus.FAILED
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
+    # each segment's original indices in a file of its own, read by its work item alone
+    index = SegmentIndex(temporary / "index")
+    for segment in segments:
+        indices_write(segment.path.with_suffix(".idx"), index.indices(segment.number))
+    (temporary / "index").unlink()
 
     items = []
     for segment in segments:
         subcontracted = segment.number == SUBCONTRACT_NUMBER
         owner = subcontractor if subcontracted else provider
-        path = final / segment.path.name
         items.append(
             WorkItem(
                 job=job,
@@ -459,16 +482,21 @@ def _job_split(job: Job) -> str:
                 steps=list(job.pipeline)
                 if subcontracted
                 else [step for step in job.pipeline if step["service"] not in lacking],
-                segment_path=str(path.relative_to(folder)),
+                segment_path=f"{final.name}/{segment.path.name}",
                 packets_in=segment.packets,
                 bytes_in=segment.bytes,
-                sha256_in=file_sha256(path),
+                sha256_in=file_sha256(segment.path),
             )
         )
     with transaction.atomic():
         locked = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
         if locked.status != JobStatus.SPLITTING:
+            shutil.rmtree(temporary, ignore_errors=True)
             return locked.status
+        # under the lock, with the status checked: only the run that records the items
+        # puts its split in place
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
         WorkItem.objects.filter(job=locked).delete()
         WorkItem.objects.bulk_create(items)
         locked.status = JobStatus.PROCESSING
@@ -476,7 +504,16 @@ def _job_split(job: Job) -> str:
         locked.bytes_total = sum(item.bytes_in for item in items)
         locked.items_total = len(items)
         locked.seq = F("seq") + 1
-        locked.save(update_fields=["status", "packets_total", "bytes_total", "items_total", "seq"])
+        locked.save(
+            update_fields=[
+                "status",
+                "packets_total",
+                "bytes_total",
+                "items_total",
+                "seq",
+                "updated_at",
+            ]
+        )
         transaction.on_commit(partial(job_event_publish, job.pk))
         for item in WorkItem.objects.filter(job=locked, location=WorkLocation.EXCHANGE):
             transaction.on_commit(partial(_work_item_run_enqueue, item.pk))
@@ -491,9 +528,10 @@ def _pace_reserve(job: Job, nbytes: int) -> timezone.datetime:
     (the job row is locked by the caller); return when the reservation ends."""
     now = timezone.now()
     start = max(now, job.pace_until or now)
-    seconds = nbytes * 8 / (job.lease.block.max_rate_mbps * 1_000_000)
+    rate = job.lease.block.max_rate_mbps
+    seconds = nbytes * 8 / (rate * 1_000_000) if rate else 0.0
     job.pace_until = start + timedelta(seconds=seconds)
-    job.save(update_fields=["pace_until"])
+    job.save(update_fields=["pace_until", "updated_at"])
     return job.pace_until
 
 
@@ -540,22 +578,20 @@ def work_item_run(*, item_id: int) -> str:
         paced_until = _pace_reserve(job, item.bytes_in)
     folder = job_dir(item.job_id)
     segment = folder / item.segment_path
-    results = folder / "results"
-    results.mkdir(exist_ok=True)
-    result = results / f"{item.number:04d}{segment.suffix}"
     try:
-        index = SegmentIndex(folder / "split" / "index")
         if item.steps:
+            # a result file per attempt: a run that lost its lease but still works never
+            # writes over the result another run recorded
+            result = _result_path(folder, item, segment.suffix)
             packets_out, kept = segment_process(
                 segment, result, item.steps, key=recipient_key(job.organization_id)
             )
-            originals = indices_kept(index.indices(item.number), kept)
+            indices_write(
+                result.with_suffix(".idx"),
+                indices_kept(indices_read(segment.with_suffix(".idx")), kept),
+            )
         else:  # nothing to do: the segment is its own result
-            shutil.copyfile(segment, temporary := temporary_beside(result))
-            os.replace(temporary, result)
-            packets_out = item.packets_in
-            originals = index.indices(item.number)
-        indices_write(result.with_suffix(".idx"), originals)
+            result, packets_out = segment, item.packets_in
     except (CaptureError, ProcessingError, OSError) as exc:
         # the same input would fail the same way again: the job fails with the reason
         job_fail(
@@ -567,6 +603,12 @@ def work_item_run(*, item_id: int) -> str:
     _sleep_until(paced_until)
     _work_item_complete(item.pk, result, packets_out)
     return WorkItemStatus.DONE
+
+
+def _result_path(folder: Path, item: WorkItem, suffix: str) -> Path:
+    results = folder / "results"
+    results.mkdir(exist_ok=True)
+    return results / f"{item.number:04d}-a{item.attempts}{suffix}"
 
 
 def _work_item_complete(item_id: int, result: Path, packets_out: int) -> bool:
@@ -602,7 +644,7 @@ def _work_item_complete(item_id: int, result: Path, packets_out: int) -> bool:
         job.packets_done = F("packets_done") + item.packets_in
         job.bytes_done = F("bytes_done") + item.bytes_in
         job.seq = F("seq") + 1
-        job.save(update_fields=["items_done", "packets_done", "bytes_done", "seq"])
+        job.save(update_fields=["items_done", "packets_done", "bytes_done", "seq", "updated_at"])
         job.refresh_from_db(fields=["items_done", "items_total"])
         transaction.on_commit(partial(job_event_publish, job.pk))
         if job.items_done == job.items_total:
@@ -667,7 +709,11 @@ def work_claim(*, api_key: ApiKey) -> tuple[WorkItem, str] | None:
             item.attempts += 1
             item.claim_token_hash = _token_hash(token)
             item.claimed_by = api_key
-            item.claim_deadline = now + timedelta(seconds=settings.WORK_CLAIM_SECONDS)
+            # the base time, plus twice the time the segment takes to send at the block's
+            # max rate, down and back up
+            rate = job.lease.block.max_rate_mbps or 1
+            transfer = 2 * 2 * item.bytes_in * 8 / (rate * 1_000_000)
+            item.claim_deadline = now + timedelta(seconds=settings.WORK_CLAIM_SECONDS + transfer)
             item.started_at = now
             item.save()
             _pace_reserve(job, item.bytes_in)
@@ -716,11 +762,9 @@ def work_result_accept(
     with transaction.atomic():
         item = work_item_claimed(api_key, item_id, token)
     folder = job_dir(item.job_id)
-    results = folder / "results"
-    results.mkdir(parents=True, exist_ok=True)
     segment = folder / item.segment_path
-    upload = temporary_beside(results / f"{item.number:04d}.upload")
-    result = results / f"{item.number:04d}{segment.suffix}"
+    result = _result_path(folder, item, segment.suffix)
+    upload = temporary_beside(result.with_suffix(".upload"))
     staged = temporary_beside(result)
     try:
         try:
@@ -729,18 +773,16 @@ def work_result_accept(
             raise WorkRefused("upload_too_large", f"The result is too large: {exc}") from None
         if is_zstd(upload):
             try:
-                decompress_file(upload, staged)
+                # no service makes a segment larger: a result decompressing to more than its
+                # segment (plus room for pcapng descriptions) is refused before it fills a disk
+                decompress_file(upload, staged, max_bytes=item.bytes_in + (1 << 20))
             except ProcessingError as exc:
-                raise WorkRefused(
-                    "invalid_result", f"The result is not valid zstd: {exc}"
-                ) from None
+                raise WorkRefused("invalid_result", f"The compressed result: {exc}") from None
         else:
             os.replace(upload, staged)
         packets = _result_checked(staged, segment, item, kept)
         positions = range(item.packets_in) if kept is None else kept
-        originals = indices_kept(
-            SegmentIndex(folder / "split" / "index").indices(item.number), positions
-        )
+        originals = indices_kept(indices_read(segment.with_suffix(".idx")), positions)
         indices_write(result.with_suffix(".idx"), originals)
         os.replace(staged, result)
     finally:
@@ -831,6 +873,32 @@ def work_claims_expire() -> int:
     return expired
 
 
+# --- the reconciler --------------------------------------------------------------------------
+
+
+def jobs_reconcile(*, idle_seconds: float | None = None) -> int:
+    """Queue again the next step of jobs idle for `idle_seconds` (default JOB_STALL_SECONDS):
+    a worker killed between a commit and the task it queues after it leaves a job with
+    nothing queued. Every step is safe to run twice, so a nudge too many costs nothing.
+    Returns how many jobs were nudged."""
+    idle = settings.JOB_STALL_SECONDS if idle_seconds is None else idle_seconds
+    before = timezone.now() - timedelta(seconds=idle)
+    nudged = 0
+    stalled = Job.objects.filter(updated_at__lt=before).exclude(status__in=JOB_ENDED)
+    for job in stalled.only("pk", "status", "items_done", "items_total"):
+        if job.status == JobStatus.PROCESSING and job.items_done < job.items_total:
+            waiting = WorkItem.objects.filter(
+                job=job, location=WorkLocation.EXCHANGE, status=WorkItemStatus.PENDING
+            ).values_list("pk", flat=True)
+            for item_id in waiting:
+                _work_item_run_enqueue(item_id)
+        else:
+            _job_advance_enqueue(job.pk)
+        Job.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+        nudged += 1
+    return nudged
+
+
 # --- assemblage ------------------------------------------------------------------------------
 
 
@@ -844,7 +912,7 @@ def _job_assemble(job: Job) -> str:
         if job.status != JobStatus.ASSEMBLING:
             job.status = JobStatus.ASSEMBLING
             job.seq = F("seq") + 1
-            job.save(update_fields=["status", "seq"])
+            job.save(update_fields=["status", "seq", "updated_at"])
             transaction.on_commit(partial(job_event_publish, job.pk))
     job = Job.objects.select_related("lease__block__provider").get(pk=job.pk)
     if job.pace_until:
@@ -958,6 +1026,8 @@ def _sla_check(job: Job, lease: Lease) -> SlaBreach | None:
     """Record a breach when the job took longer than its bytes need at the block's min rate
     (plus SLA_GRACE_SECONDS for the fixed cost of a job)."""
     block = lease.block
+    if not block.min_rate_mbps:
+        return None  # nothing guaranteed, nothing to breach
     seconds = (job.finished_at - job.started_at).total_seconds()
     allowed = job.bytes_total * 8 / (block.min_rate_mbps * 1_000_000) + settings.SLA_GRACE_SECONDS
     if seconds <= allowed:

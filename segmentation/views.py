@@ -3,6 +3,8 @@
 of a finished job's output and manifest. Everything is scoped to the organization the
 signed-in user acts for: another organization's job is a 404."""
 
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from providers.selectors import providers_public
 from segmentation.forms import JobForm, ProfileForm
-from segmentation.jobfiles import job_dir
+from segmentation.jobfiles import CAPTURE_CONTENT_TYPES, job_dir
 from segmentation.models import JobStatus, SlaBreach
 from segmentation.selectors import (
     job_items,
@@ -223,25 +225,30 @@ def _finished_job(request, pk):
     return job
 
 
+def _job_file(path: Path, *, filename: str, content_type: str) -> FileResponse:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it
+    except FileNotFoundError:
+        raise Http404("This job's files are no longer kept.") from None
+    return FileResponse(handle, as_attachment=True, filename=filename, content_type=content_type)
+
+
 @login_required
 def job_output(request, pk):
     job = _finished_job(request, pk)
-    path = job_dir(job.pk) / f"output.{job.input_format}"
     stem = job.input_name.rsplit(".", 1)[0] if "." in job.input_name else job.input_name
-    return FileResponse(
-        open(path, "rb"),
-        as_attachment=True,
+    return _job_file(
+        job_dir(job.pk) / f"output.{job.input_format}",
         filename=f"{stem}-segmented.{job.input_format}",
-        content_type="application/vnd.tcpdump.pcap",
+        content_type=CAPTURE_CONTENT_TYPES[job.input_format],
     )
 
 
 @login_required
 def job_manifest(request, pk):
     job = _finished_job(request, pk)
-    return FileResponse(
-        open(job_dir(job.pk) / "manifest.json", "rb"),
-        as_attachment=True,
+    return _job_file(
+        job_dir(job.pk) / "manifest.json",
         filename=f"job-{job.pk}-manifest.json",
         content_type="application/json",
     )

@@ -34,8 +34,6 @@ from segmentation.selectors import job_items, job_progress, usage_by_provider
 # Largest id a BigAutoField holds on every supported database.
 ID_MAX = 2**63 - 1
 
-CAPTURE_CONTENT_TYPES = {"pcap": "application/vnd.tcpdump.pcap", "pcapng": "application/x-pcapng"}
-
 
 def absolute_url(request, name: str, *args) -> str:
     """The URL of a named route, absolute when there is a request to build it from."""

@@ -34,7 +34,6 @@ from marketplace.api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_resp
 from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
 from segmentation import services
 from segmentation.api.serializers import (
-    CAPTURE_CONTENT_TYPES,
     JobCreateSerializer,
     JobDetailSerializer,
     JobFilterSerializer,
@@ -46,7 +45,7 @@ from segmentation.api.serializers import (
     WorkResultSerializer,
     absolute_url,
 )
-from segmentation.jobfiles import job_dir, temporary_beside
+from segmentation.jobfiles import CAPTURE_CONTENT_TYPES, job_dir, temporary_beside
 from segmentation.models import Job, JobStatus, SegmentationProfile, WorkItem
 from segmentation.processing import compress_file, compression_level
 from segmentation.selectors import job_of, jobs_of, profiles_of

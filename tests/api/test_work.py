@@ -526,3 +526,21 @@ def test_foreign_organization_key_sees_nothing_to_claim(lease, issue_key, key_cl
     stranger = key_client(issue_key(OrganizationFactory()))
 
     assert_problem(stranger.post(CLAIM), status=403, code="not_a_provider")
+
+
+def test_a_compressed_result_that_expands_past_its_segment_is_refused(agent, lease):
+    import zstandard
+
+    job_split(lease)
+    claimed = claim(agent)
+    # 64 MB of zeros compress to a few kilobytes: a "zip bomb" against the exchange's disk
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(64 << 20))
+    assert len(bomb) < 64 << 10
+
+    response = post_result(agent, claimed["id"], claimed["claim_token"], bomb)
+
+    body = assert_problem(response, status=422, code="invalid_result")
+    assert "decompresses to more than" in body["detail"]
+    item = WorkItem.objects.get(pk=claimed["id"])
+    assert item.status == WorkItemStatus.CLAIMED
+    assert not list((job_dir(item.job_id) / "results").glob("*"))

@@ -15,7 +15,7 @@ import pytest
 from segmentation import services
 from segmentation.capture import capture_open, capture_writer
 from segmentation.jobfiles import job_dir
-from segmentation.models import Job, JobStatus, UsageRecord, WorkItemStatus
+from segmentation.models import Job, JobStatus, UsageRecord, WorkItem, WorkItemStatus
 from segmentation.processing import pipeline_build, recipient_key
 from tests.captures import CAPTURES_DIR
 from tests.factories import LeaseFactory, OfferFactory, member_of
@@ -84,8 +84,9 @@ def test_a_job_survives_its_worker_being_killed_mid_way(queue, settings, tmp_pat
     try:
         first = _worker_start(queue, tmp_path / "worker-1.log", storage)
         wait_for(
-            lambda: 2 <= _job(job.pk).items_done < 6,
-            what="two segments done by the first worker",
+            lambda: 2 <= _job(job.pk).items_done < 6
+            and WorkItem.objects.filter(job_id=job.pk, status=WorkItemStatus.RUNNING).exists(),
+            what="two segments done by the first worker and a third under way",
             process=first,
             log=tmp_path / "worker-1.log",
         )

@@ -614,3 +614,78 @@ def test_pcap_record_counts_stay_consistent_with_struct_layout():
         offset += 16 + caplen
         boundaries.add(offset)
     assert len(data) // 2 not in boundaries
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+def test_a_block_without_a_guaranteed_rate_never_records_a_breach(settings):
+    settings.SLA_GRACE_SECONDS = 0
+    lease = LeaseFactory(block__min_rate_mbps=0)
+
+    job = job_run(submit(lease, (CAPTURES_DIR / "DnsPackets.pcap").read_bytes()))
+
+    assert job.status == JobStatus.SUCCEEDED, job.failure_reason
+    assert not SlaBreach.objects.exists()
+
+
+def test_a_bad_bpf_filter_methods_parameter_is_refused_at_once(lease):
+    rejection = _rejected(lease, b"irrelevant", method="bpf-filter", param="tcp and (")
+
+    assert "bpf-filter" in _assert_failed_job(rejection, "bad_bpf").failure_reason
+
+
+def test_a_malformed_pipeline_step_is_refused_with_its_reason(lease):
+    rejection = _rejected(lease, b"irrelevant", pipeline=[{"service": []}])
+
+    assert (
+        "unknown processing service"
+        in _assert_failed_job(rejection, "invalid_pipeline").failure_reason
+    )
+
+
+def test_a_second_run_of_the_split_leaves_the_first_runs_items_and_files_alone(lease):
+    data = (CAPTURES_DIR / "many-protocols.pcap").read_bytes()
+    job = submit(lease, data, method="round-robin", param="3")
+    _Commit.call(services.job_advance, job_id=job.pk)
+    items = list(job.items.values_list("pk", "segment_path", "sha256_in"))
+    # a stale run of the same task (its worker's lease ran out while it worked) starts again
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.SPLITTING)
+    _Commit.call(services.job_advance, job_id=job.pk)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.PROCESSING)
+
+    job = job_run(job)
+
+    assert job.status == JobStatus.SUCCEEDED, job.failure_reason
+    assert output_of(job) == data
+    assert sorted(item[1:] for item in items) == sorted(
+        job.items.values_list("segment_path", "sha256_in")
+    )
+    assert not list(job_dir(job.pk).glob("split.tmp-*"))
+
+
+def test_the_reconciler_queues_again_what_a_dead_worker_never_queued(lease, monkeypatch):
+    queued = []
+    monkeypatch.setattr(
+        services, "_job_advance_enqueue", lambda job_id: queued.append(("job", job_id))
+    )
+    monkeypatch.setattr(
+        services, "_work_item_run_enqueue", lambda item_id: queued.append(("item", item_id))
+    )
+    data = (CAPTURES_DIR / "DnsPackets.pcap").read_bytes()
+    waiting = submit(lease, data, method="round-robin", param="2")  # queued, never advanced
+    split = submit(lease, data, method="round-robin", param="2")
+    _Commit.call(services.job_advance, job_id=split.pk)  # its items' tasks were lost
+    queued.clear()
+
+    assert services.jobs_reconcile(idle_seconds=60) == 0  # nothing idle long enough yet
+    nudged = services.jobs_reconcile(idle_seconds=0)
+
+    assert nudged == 2
+    assert ("job", waiting.pk) in queued
+    assert {entry for entry in queued if entry[0] == "item"} == {
+        ("item", pk) for pk in split.items.values_list("pk", flat=True)
+    }
+    for pk in (waiting.pk, split.pk):  # nudged jobs are left alone for a while
+        assert Job.objects.get(pk=pk).updated_at > timezone.now() - timedelta(seconds=5)
+    assert services.jobs_reconcile(idle_seconds=5) == 0
