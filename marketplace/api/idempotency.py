@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.http.request import RawPostDataException
 from rest_framework.response import Response
@@ -42,13 +43,27 @@ def idempotency_key_of(request) -> str | None:
     return key
 
 
+def _uploaded_file_digest(value) -> str:
+    """An uploaded file as its name, size and SHA-256 (read in chunks, then rewound)."""
+    if not isinstance(value, UploadedFile):
+        return str(value)
+    digest = hashlib.sha256()
+    for chunk in value.chunks():
+        digest.update(chunk)
+    value.seek(0)
+    return f"file:{value.name}:{value.size}:{digest.hexdigest()}"
+
+
 def request_fingerprint(request) -> str:
     """SHA-256 of the method, path and raw body: what makes two requests "the same"."""
     try:
         body = request.body
     except RawPostDataException:
-        # Something (a multipart parse) consumed the stream already; hash the parsed data.
-        body = json.dumps(request.data, sort_keys=True, cls=JSONEncoder, default=str).encode()
+        # Something (a multipart parse) consumed the stream already; hash the parsed data,
+        # uploaded files by their content (two files of one name are different requests).
+        body = json.dumps(
+            request.data, sort_keys=True, cls=JSONEncoder, default=_uploaded_file_digest
+        ).encode()
     digest = hashlib.sha256()
     for part in (request.method.encode(), request.path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))

@@ -379,6 +379,19 @@ def test_same_key_for_another_submission_is_422_idempotency_key_reused(buyer_cli
     assert Job.objects.count() == 1
 
 
+def test_same_key_with_another_file_of_the_same_name_is_422_idempotency_key_reused(
+    buyer_client, lease
+):
+    first = capture_upload(content=(CAPTURES_DIR / "DnsPackets.pcap").read_bytes(), name="c.pcap")
+    other = capture_upload(content=(CAPTURES_DIR / "tls.pcap").read_bytes(), name="c.pcap")
+    submit(buyer_client, lease, upload=first, headers={"Idempotency-Key": "same-name"})
+
+    response = submit(buyer_client, lease, upload=other, headers={"Idempotency-Key": "same-name"})
+
+    assert_problem(response, status=422, code="idempotency_key_reused")
+    assert Job.objects.count() == 1
+
+
 # --- reading jobs ---------------------------------------------------------------------------
 
 
