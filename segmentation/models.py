@@ -108,6 +108,11 @@ class Job(models.Model):
     output_sha256 = models.CharField(max_length=64, blank=True)
     manifest = models.JSONField(null=True, blank=True)
 
+    key_per_job = models.BooleanField(
+        default=False,
+        help_text="anonymize-ip runs at a partner: the job has a key of its own, so the "
+        "recipient's key never leaves the exchange.",
+    )
     pace_until = models.DateTimeField(
         null=True, blank=True, help_text="End of the time reserved so far at the block's max rate."
     )

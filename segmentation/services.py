@@ -10,6 +10,7 @@ state change happens under the job's or the item's row lock after re-reading its
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -347,6 +348,20 @@ def job_fail(*, job_id: int, code: str, reason: str) -> bool:
     return True
 
 
+# --- keys ----------------------------------------------------------------------------------
+
+
+def job_anonymize_key(job: Job) -> bytes:
+    """The Crypto-PAn key of a job's anonymize-ip steps: the recipient's own (the same
+    pseudonyms in all its jobs), or, when a partner runs the step at its site and so must be
+    given the key, a key of this job alone derived from it: the recipient's key never leaves
+    the exchange, and a partner can map back no address of any other job."""
+    key = recipient_key(job.organization_id)
+    if not job.key_per_job:
+        return key
+    return hmac.new(key, f"job:{job.pk}".encode(), hashlib.sha256).digest()
+
+
 # --- the split -----------------------------------------------------------------------------
 
 
@@ -499,6 +514,11 @@ def _job_split(job: Job) -> str:
         os.replace(temporary, final)
         WorkItem.objects.filter(job=locked).delete()
         WorkItem.objects.bulk_create(items)
+        locked.key_per_job = any(
+            item.location == WorkLocation.PARTNER
+            and any(step["service"] == "anonymize-ip" for step in item.steps)
+            for item in items
+        )
         locked.status = JobStatus.PROCESSING
         locked.packets_total = segments.packets_read
         locked.bytes_total = sum(item.bytes_in for item in items)
@@ -510,6 +530,7 @@ def _job_split(job: Job) -> str:
                 "packets_total",
                 "bytes_total",
                 "items_total",
+                "key_per_job",
                 "seq",
                 "updated_at",
             ]
@@ -584,7 +605,7 @@ def work_item_run(*, item_id: int) -> str:
             # writes over the result another run recorded
             result = _result_path(folder, item, segment.suffix)
             packets_out, kept = segment_process(
-                segment, result, item.steps, key=recipient_key(job.organization_id)
+                segment, result, item.steps, key=job_anonymize_key(job)
             )
             indices_write(
                 result.with_suffix(".idx"),

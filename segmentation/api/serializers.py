@@ -26,10 +26,10 @@ from segmentation.models import (
 from segmentation.processing import (
     ProcessingError,
     compression_level,
-    recipient_key,
     services_required,
 )
 from segmentation.selectors import job_items, job_progress, usage_by_provider
+from segmentation.services import job_anonymize_key
 
 # Largest id a BigAutoField holds on every supported database.
 ID_MAX = 2**63 - 1
@@ -500,7 +500,7 @@ class WorkClaimSerializer(serializers.ModelSerializer):
     def get_anonymize_key(self, item: WorkItem) -> str | None:
         if not _pipeline_uses(item.steps, "anonymize-ip"):
             return None
-        return recipient_key(item.job.organization_id).hex()
+        return job_anonymize_key(item.job).hex()
 
 
 class WorkResultSerializer(serializers.Serializer):

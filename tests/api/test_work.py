@@ -177,12 +177,18 @@ def test_claim_gives_the_oldest_waiting_item_with_a_token_and_deadline(agent, le
     assert claim(agent)["number"] == 1  # the next claim gets the next item
 
 
-def test_claim_of_an_anonymizing_pipeline_carries_the_recipients_key(agent, lease):
+def test_claim_of_an_anonymizing_pipeline_carries_a_key_of_the_job_alone(agent, lease):
     job = job_split(lease, pipeline=[{"service": "anonymize-ip"}])
+    other = job_split(lease, pipeline=[{"service": "anonymize-ip"}])
 
     claimed = claim(agent)
 
-    assert claimed["anonymize_key"] == recipient_key(job.organization_id).hex()
+    key = bytes.fromhex(claimed["anonymize_key"])
+    assert len(key) == 32
+    # the recipient's own key never leaves the exchange; each job's key is its own
+    assert key != recipient_key(job.organization_id)
+    assert key == services.job_anonymize_key(Job.objects.get(pk=job.pk))
+    assert key != services.job_anonymize_key(Job.objects.get(pk=other.pk))
 
 
 def test_input_download_is_the_segment(agent, lease):

@@ -689,3 +689,20 @@ def test_the_reconciler_queues_again_what_a_dead_worker_never_queued(lease, monk
     for pk in (waiting.pk, split.pk):  # nudged jobs are left alone for a while
         assert Job.objects.get(pk=pk).updated_at > timezone.now() - timedelta(seconds=5)
     assert services.jobs_reconcile(idle_seconds=5) == 0
+
+
+def test_anonymization_in_the_exchange_gives_a_recipient_the_same_pseudonyms_in_every_job(lease):
+    OfferFactory(provider=lease.block.provider, service="anonymize-ip")
+    data = (CAPTURES_DIR / "DnsPackets.pcap").read_bytes()
+    other_buyer_lease = LeaseFactory()
+    OfferFactory(provider=other_buyer_lease.block.provider, service="anonymize-ip")
+
+    first = job_run(submit(lease, data, pipeline=[{"service": "anonymize-ip"}]))
+    second = job_run(
+        submit(lease, data, method="round-robin", param="3", pipeline=[{"service": "anonymize-ip"}])
+    )
+    stranger = job_run(submit(other_buyer_lease, data, pipeline=[{"service": "anonymize-ip"}]))
+
+    assert not first.key_per_job and not second.key_per_job
+    assert output_of(first) == output_of(second) != data
+    assert output_of(stranger) != output_of(first)  # keyed per recipient
