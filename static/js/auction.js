@@ -1,14 +1,13 @@
 // Live auctions. On the list: countdowns from the server's clock. On an auction's page: the
 // websocket feed (snapshot, then events numbered by seq), the countdown, the bid history and
 // its SVG chart, and bids sent over the websocket. Without this file every page still works:
-// the server renders the state and the bid form posts normally.
+// the server renders the state and the bid form posts normally. The auction's page loads
+// live.js (the websocket) before this file.
 (function () {
   "use strict";
 
   var SVG_NS = "http://www.w3.org/2000/svg";
   var HISTORY_ROWS = 50;
-  var RECONNECT_MIN_MS = 500;
-  var RECONNECT_MAX_MS = 10000;
   var CLOSE_NOT_FOUND = 4404;
 
   // --- Money and time ---------------------------------------------------------------------
@@ -96,15 +95,25 @@
     this.state = null;
     this.bids = {}; // seq -> bid, everything seen since the page loaded
     this.youBid = Boolean(config.you_bid);
-    this.socket = null;
-    this.attempts = 0;
-    this.stopped = false;
+    this.live = new window.LiveSocket(config.ws_path, {
+      connecting: function (attempts) {
+        self.connectionShow("offline", attempts ? "Reconnecting…" : "Connecting…");
+      },
+      message: function (data) { self.receive(data); },
+      lost: function (event) {
+        if (event.code === CLOSE_NOT_FOUND) {
+          self.connectionShow("offline", "This auction is not available live.");
+          return false;
+        }
+        self.connectionShow("offline", "Connection lost; reconnecting…");
+      },
+    });
     this.resyncing = false;
     this.pendingBid = null;
     this.pendingSocket = null; // the connection the pending bid was last sent on
     this.snapshotApply(config.snapshot);
     this.formEnhance();
-    this.connect();
+    this.live.connect();
     window.setInterval(function () { self.tick(); }, 250);
     window.setInterval(function () { self.chartDraw(); }, 1000);
   }
@@ -119,52 +128,12 @@
 
   // --- The websocket ---
 
-  AuctionPage.prototype.connect = function () {
-    var self = this;
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + this.config.ws_path);
-    this.socket = socket;
-    this.connectionShow("offline", this.attempts ? "Reconnecting…" : "Connecting…");
-    socket.onmessage = function (message) {
-      var data;
-      try {
-        data = JSON.parse(message.data);
-      } catch (error) {
-        return;
-      }
-      self.receive(data);
-    };
-    socket.onclose = function (event) {
-      if (self.socket !== socket) return;
-      self.socket = null;
-      if (event.code === CLOSE_NOT_FOUND) {
-        self.stopped = true;
-        self.connectionShow("offline", "This auction is not available live.");
-        return;
-      }
-      self.reconnectLater();
-    };
-  };
-
-  AuctionPage.prototype.reconnectLater = function () {
-    var self = this;
-    var delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * Math.pow(2, this.attempts));
-    delay = delay * (0.75 + Math.random() * 0.5); // so a restarted server is not hit at once
-    this.attempts += 1;
-    this.connectionShow("offline", "Connection lost; reconnecting…");
-    window.setTimeout(function () {
-      if (!self.stopped) self.connect();
-    }, delay);
-  };
-
   AuctionPage.prototype.isConnected = function () {
-    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+    return this.live.isOpen();
   };
 
   AuctionPage.prototype.send = function (message) {
-    if (!this.isConnected()) return false;
-    this.socket.send(JSON.stringify(message));
-    return true;
+    return this.live.send(message);
   };
 
   AuctionPage.prototype.connectionShow = function (mode, text) {
@@ -175,14 +144,15 @@
   AuctionPage.prototype.receive = function (data) {
     switch (data.type) {
       case "snapshot":
-        this.attempts = 0;
+        this.live.confirmed();
         this.resyncing = false;
         this.snapshotApply(data);
         this.connectionShow("live", "Live");
         // A bid sent just before the connection dropped is sent again on the new one: the
         // same client_bid_id makes the exchange answer with the first outcome, not bid twice.
-        if (this.pendingBid && this.pendingSocket !== this.socket && this.send(this.pendingBid)) {
-          this.pendingSocket = this.socket;
+        var socket = this.live.socket;
+        if (this.pendingBid && this.pendingSocket !== socket && this.send(this.pendingBid)) {
+          this.pendingSocket = socket;
         }
         return;
       case "bid.accepted":
@@ -531,7 +501,7 @@
     this.submitBusy(true);
     this.feedbackShow("pending", "Sending your bid of " + this.money(amount) + "…");
     this.send(this.pendingBid);
-    this.pendingSocket = this.socket;
+    this.pendingSocket = this.live.socket;
   };
 
   AuctionPage.prototype.submitBusy = function (busy) {

@@ -4,12 +4,10 @@
 // (at most every few seconds) and, when the job ends, the download links appear. On the new
 // job form: a capture over the limit is caught before it is sent, and a chosen profile
 // greys out the settings it replaces. Without this file the pages show the state at load
-// and the form posts normally.
+// and the form posts normally. The job page loads live.js (the websocket) before this file.
 (function () {
   "use strict";
 
-  var RECONNECT_MIN_MS = 500;
-  var RECONNECT_MAX_MS = 10000;
   var CLOSE_FORBIDDEN = 4403;
   var DETAILS_REFRESH_MS = 2000;
   var ENDED = { succeeded: true, failed: true };
@@ -38,53 +36,28 @@
       self.el[node.getAttribute("data-live")] = node;
     });
     this.progress = null;
-    this.socket = null;
-    this.attempts = 0;
-    this.stopped = false;
     this.refreshTimer = null;
     this.refreshedAt = 0;
+    this.live = new window.LiveSocket(config.ws_path, {
+      message: function (data) {
+        if (data.type === "progress" && data.progress) {
+          self.live.confirmed();
+          self.connectionShow("live", "Live");
+          self.apply(data.progress);
+        }
+      },
+      lost: function (event) {
+        if (event.code === CLOSE_FORBIDDEN) {
+          self.connectionShow("offline", "You may not follow this job live.");
+          return false;
+        }
+        self.connectionShow("offline", "Reconnecting…");
+      },
+    });
     this.apply(config.progress);
-    if (ENDED[config.progress.status]) {
-      this.stopped = true; // an ended job changes no more: nothing to follow
-    } else {
-      this.connect();
-    }
+    // An ended job changes no more: nothing to follow.
+    if (!ENDED[config.progress.status]) this.live.connect();
   }
-
-  JobPage.prototype.connect = function () {
-    var self = this;
-    if (this.stopped || !("WebSocket" in window)) return;
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + this.config.ws_path);
-    this.socket = socket;
-    socket.onmessage = function (message) {
-      var data;
-      try {
-        data = JSON.parse(message.data);
-      } catch (error) {
-        return;
-      }
-      if (data.type === "progress" && data.progress) {
-        self.attempts = 0;
-        self.connectionShow("live", "Live");
-        self.apply(data.progress);
-      }
-    };
-    socket.onclose = function (event) {
-      if (self.socket !== socket) return;
-      self.socket = null;
-      if (event.code === CLOSE_FORBIDDEN) {
-        self.stopped = true;
-        self.connectionShow("offline", "You may not follow this job live.");
-        return;
-      }
-      if (self.stopped) return;
-      self.connectionShow("offline", "Reconnecting…");
-      var delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * Math.pow(2, self.attempts));
-      self.attempts += 1;
-      window.setTimeout(function () { self.connect(); }, delay);
-    };
-  };
 
   JobPage.prototype.connectionShow = function (state, text) {
     this.root.setAttribute("data-connection", state);
@@ -127,8 +100,7 @@
     if (!previous) return; // the state the page was rendered with
     if (ENDED[progress.status] && !ENDED[previous.status]) {
       // Nothing changes after the end: read the details once more and stop listening.
-      this.stopped = true;
-      if (this.socket) this.socket.close();
+      this.live.stop();
       this.connectionShow("ended", "");
       this.detailsRefresh(true);
     } else if (progress.seq !== previous.seq) {

@@ -6,31 +6,25 @@ The workers use the test database, so the test's rows are committed for them
 (tests.support.settings) and publish live events under a channel prefix of its own.
 """
 
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from auctions.models import ENDED_STATUSES, Auction, AuctionStatus, Lease
 from auctions.services import bid_place
 from tests.factories import AuctionFactory, buyer
-from tests.support.processes import test_database_url
+from tests.support.processes import manage_start, stop, wait_for
 from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WORKERS = 2
-# A worker process takes a second or two to start; far more on a loaded machine.
-PROCESS_WAIT_SECONDS = 60
 # The promise under test: closed within this long after the (possibly extended) close.
 CLOSE_WITHIN = timedelta(seconds=2)
 
@@ -58,51 +52,15 @@ def channel_prefix(settings):
 
 
 def _worker_start(*, queue_name: str, channel_prefix: str, log: Path) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
-        "SX_TEST_QUEUE": queue_name,
-        "DATABASE_URL": test_database_url(),
-        "CHANNELS_PREFIX": channel_prefix,
-        "EMAIL_URL": "consolemail://",  # the e-mails land in the log, to be counted
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("w") as output:
-        return subprocess.Popen(
-            [sys.executable, "manage.py", "worker", "--queue", queue_name],
-            cwd=settings.BASE_DIR,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, to stop it with all it started
-        )
-
-
-def _workers_stop(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-
-
-def _wait_until(condition, *, what: str, workers: list[subprocess.Popen], logs: list[Path]):
-    deadline = time.monotonic() + PROCESS_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        for worker, log in zip(workers, logs, strict=True):
-            if worker.poll() is not None:
-                pytest.fail(
-                    f"While waiting for {what}, worker {worker.pid} exited:\n{log.read_text()}"
-                )
-        time.sleep(0.1)
-    outputs = "\n".join(log.read_text() for log in logs)
-    pytest.fail(f"No {what} within {PROCESS_WAIT_SECONDS} s. Worker output:\n{outputs}")
+    return manage_start(
+        queue_name,
+        log,
+        "worker",
+        "--queue",
+        queue_name,
+        CHANNELS_PREFIX=channel_prefix,
+        EMAIL_URL="consolemail://",  # the e-mails land in the log, to be counted
+    )
 
 
 def _bid(auction: Auction, who, amount: int, maximum: int | None = None) -> None:
@@ -126,11 +84,11 @@ def test_two_workers_close_each_due_auction_once_and_on_time(
             workers.append(
                 _worker_start(queue_name=test_queue_name, channel_prefix=channel_prefix, log=log)
             )
-        _wait_until(
+        watched = {f"worker {n}": pair for n, pair in enumerate(zip(workers, logs, strict=True), 1)}
+        wait_for(
             lambda: all("Task worker" in log.read_text() for log in logs),
             what="start of both workers",
-            workers=workers,
-            logs=logs,
+            watched=watched,
         )
 
         now = timezone.now()
@@ -162,21 +120,20 @@ def test_two_workers_close_each_due_auction_once_and_on_time(
             auction.refresh_from_db()
         before = {auction.pk: auction for auction in auctions}
 
-        _wait_until(
+        wait_for(
             lambda: (
                 not Auction.objects.filter(pk__in=list(before))
                 .exclude(status__in=ENDED_STATUSES)
                 .exists()
             ),
             what="close of every auction",
-            workers=workers,
-            logs=logs,
+            watched=watched,
         )
         # Give a second close, were there one, the time to happen.
         time.sleep(1.5)
         assert all(worker.poll() is None for worker in workers), "a worker stopped"
     finally:
-        _workers_stop(workers)
+        stop(*workers, seconds=15)
 
     after = {auction.pk: auction for auction in Auction.objects.filter(pk__in=list(before))}
     leases = {lease.auction_id: lease for lease in Lease.objects.filter(auction__in=list(before))}

@@ -7,10 +7,6 @@ database, with the test's private task queue (tests.support.settings): its embed
 runs the job on SQLite; with Redis a `manage.py worker` on that queue does. The lease's block
 allows 1 Mbit/s, so the job is paced over a few seconds and the bar visibly moves."""
 
-import os
-import re
-import signal
-import subprocess
 import time
 import uuid
 
@@ -23,7 +19,8 @@ from segmentation.models import Job, JobStatus
 from tests.browser.conftest import CHROMIUM
 from tests.captures import CAPTURES_DIR
 from tests.factories import PASSWORD, LeaseFactory, member_of
-from tests.support.processes import kill, manage_start, wait_for
+from tests.support.processes import manage_start, serve_start, stop
+from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -32,84 +29,29 @@ SEGMENT_BYTES = "50000"  # about ten segments, each a step of the bar
 UPLOAD_LIMIT = 1_000_000
 TOO_LARGE = CAPTURES_DIR / "many-protocols.pcap"  # 2.9 MB
 ON_REDIS_QUEUE = django_settings.TASK_BACKEND == "rq"
-STOP_SECONDS = 20
 
 
 @pytest.fixture
-def queue_name():
-    """A task queue of this test's own; on Redis its keys are deleted afterwards."""
-    name = f"sx-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    if ON_REDIS_QUEUE:
-        _redis_keys_delete(name)
-
-
-def _redis_keys_delete(queue_name: str) -> None:
-    import django_rq
-    from rq import Queue, Worker
-    from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-    from rq.worker_registration import unregister
-
-    redis = django_rq.get_connection()
-    rq_queue = Queue(queue_name, connection=redis)
-    patterns = [f"*{queue_name}*"]
-    for registry in (FinishedJobRegistry, FailedJobRegistry, StartedJobRegistry):
-        patterns += [f"*{job_id}*" for job_id in registry(queue=rq_queue).get_job_ids()]
-    patterns += [f"*{job_id}*" for job_id in rq_queue.job_ids]
-    for worker in Worker.all(queue=rq_queue):
-        unregister(worker)
-        patterns.append(f"*{worker.name}*")
-    for key in redis.scan_iter(match="rq:worker:*"):  # workers stopped: their key expires
-        if redis.type(key) == b"hash" and redis.hget(key, "queues") == queue_name.encode():
-            redis.delete(key)
-    for pattern in patterns:
-        for key in redis.scan_iter(match=pattern):
-            redis.delete(key)
-    redis.srem("rq:queues", rq_queue.key)
-
-
-def _stop(*processes: subprocess.Popen | None) -> None:
-    for process in processes:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        if process is None:
-            continue
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            kill(process)
-
-
-@pytest.fixture
-def job_server(transactional_db, queue_name, tmp_path):
-    """The server (and on Redis a worker) on the test database and the private queue, with
+def job_server(transactional_db, settings, tmp_path):
+    """The server (and on Redis a worker) on the test database and a private task queue, with
     jobs' files in a folder of the test's own and live events under a prefix of its own."""
+    private = private_queue_open(settings)
     env = {
         "JOB_STORAGE_DIR": str(tmp_path / "jobs"),
         "CHANNELS_PREFIX": f"sx-test-{uuid.uuid4().hex[:12]}",
         "JOB_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
     }
-    serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     server = worker = None
     try:
-        server = manage_start(queue_name, serve_log, "serve", "--port", "0", **env)
         if ON_REDIS_QUEUE:
-            worker = manage_start(queue_name, worker_log, "worker", "--queue", queue_name, **env)
-        match = wait_for(
-            lambda: _serving_at(serve_log),
-            what="the server's address",
-            process=server,
-            log=serve_log,
-        )
-        yield match
+            worker = manage_start(
+                private.name, tmp_path / "worker.log", "worker", "--queue", private.name, **env
+            )
+        server, url = serve_start(private.name, tmp_path / "serve.log", **env)
+        yield url
     finally:
-        _stop(server, worker)
-
-
-def _serving_at(log) -> str | None:
-    match = re.search(r"serving at (http://\S+)/", log.read_text())
-    return match.group(1) if match else None
+        stop(server, worker)
+        private_queue_close(private)
 
 
 @pytest.fixture

@@ -3,23 +3,16 @@ one reaches the other's page within a second, without a reload; a page that miss
 its connection resyncs from a snapshot; a buyer without JavaScript bids with the plain form.
 
 pytest-django's live server speaks WSGI only, so these tests run the real ASGI server
-(`manage.py serve`, daphne) in a process of its own on the test database. The rows the tests
-create are committed (`transaction=True`), so that server sees them."""
+(`manage.py serve`, daphne) in a process of its own on the test database, with a task queue of
+the test's own (tests.support.settings) that no worker takes. The rows the tests create are
+committed (`transaction=True`), so that server sees them."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from datetime import datetime, timedelta
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from django.conf import global_settings
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -27,68 +20,27 @@ from auctions.live import bidder_handle
 from auctions.models import Bid, BidChannel
 from tests.browser.conftest import CHROMIUM
 from tests.factories import PASSWORD, AuctionFactory, buyer
+from tests.support.processes import serve_start, stop
+from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SERVER_START_SECONDS = 60
 LIVE_SECONDS = 1  # SPEC §4.2: every watcher sees a bid within one second
-
-
-def _test_database_url() -> str:
-    """DATABASE_URL of this run's test database, for the server process."""
-    database = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
-    url = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(url._replace(path="/" + database["NAME"]))
 
 
 @pytest.fixture
 def asgi_server(transactional_db, tmp_path, settings):
-    """`manage.py serve` on a free port, on the test database; its address."""
-    # Users sign in on the server process, which checks passwords with the project's hashers,
-    # not the fast one the tests' own process uses.
-    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
-    log = tmp_path / "serve.log"
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "marketplace.settings",
-        "DATABASE_URL": _test_database_url(),
-        # No task worker or periodic jobs: these tests need only HTTP and websockets.
-        "EMBEDDED_WORKER": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", "0"],
-            cwd=settings.BASE_DIR,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """`manage.py serve` on a free port, on the test database and a private task queue; its
+    address."""
+    private = private_queue_open(settings)
+    process = None
     try:
-        yield _server_address(process, log)
+        # No task worker or periodic jobs: these tests need only HTTP and websockets.
+        process, url = serve_start(private.name, tmp_path / "serve.log", EMBEDDED_WORKER="false")
+        yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _server_address(process: subprocess.Popen, log: Path) -> str:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        match = re.search(r"serving at (http://\S+)/", log.read_text())
-        if match:
-            return match.group(1)
-        if process.poll() is not None:
-            pytest.fail(f"The server exited with {process.returncode}:\n{log.read_text()}")
-        time.sleep(0.1)
-    pytest.fail(f"The server did not start within {SERVER_START_SECONDS} s:\n{log.read_text()}")
+        stop(process)
+        private_queue_close(private)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ processes; the database they use is the test database, so its rows are committed
 
 import dataclasses
 import os
-import re
 import signal
 import subprocess
 import urllib.error
@@ -31,7 +30,7 @@ from marketplace.taskqueue import (
 )
 from marketplace.tasks import idempotency_records_prune
 from tests.factories import OrganizationFactory
-from tests.support.processes import kill, manage_start, wait_for
+from tests.support.processes import kill, manage_start, serve_start, wait_for
 from tests.support.queues import PrivateQueue, private_queue_close, private_queue_open
 from tests.support.tasks import hold_file_append, lease_probe
 
@@ -256,14 +255,6 @@ def test_idempotency_records_past_the_replay_window_are_pruned(queue):
 # --- real processes -----------------------------------------------------------------------------
 
 
-def _manage_start(queue, log: Path, *args: str, **env: str) -> subprocess.Popen:
-    return manage_start(queue.name, log, *args, **env)
-
-
-def _wait_for(condition, *, what: str, process: subprocess.Popen, log: Path):
-    return wait_for(condition, what=what, process=process, log=log)
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -275,7 +266,7 @@ def _status(result) -> TaskResultStatus:
 
 def _worker_start(queue: PrivateQueue, log: Path) -> subprocess.Popen:
     # A short lease: the task of a killed worker is recovered within seconds.
-    return _manage_start(queue, log, "worker", "--queue", queue.name, TASK_LEASE_SECONDS="2")
+    return manage_start(queue.name, log, "worker", "--queue", queue.name, TASK_LEASE_SECONDS="2")
 
 
 def test_task_of_a_killed_worker_is_finished_by_the_next_worker(queue, tmp_path):
@@ -286,7 +277,7 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(queue, tmp_path)
     first = second = None
     try:
         first = _worker_start(queue, tmp_path / "worker-1.log")
-        _wait_for(
+        wait_for(
             lambda: f"start {first.pid}" in _lines(log),
             what="start of the task in the first worker",
             process=first,
@@ -299,7 +290,7 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(queue, tmp_path)
         assert TaskLease.objects.filter(result_id=result.id).exists()
         hold.unlink()
         second = _worker_start(queue, tmp_path / "worker-2.log")
-        _wait_for(
+        wait_for(
             lambda: _status(result) == TaskResultStatus.SUCCESSFUL,
             what="success of the task in the second worker",
             process=second,
@@ -315,17 +306,6 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(queue, tmp_path)
         kill(first, second)
 
 
-def _serve_start(queue: PrivateQueue, log: Path) -> tuple[subprocess.Popen, str]:
-    process = _manage_start(queue, log, "serve", "--port", "0")
-    match = _wait_for(
-        lambda: re.search(r"serving at (http://\S+/)", log.read_text()),
-        what="the server's address",
-        process=process,
-        log=log,
-    )
-    return process, match.group(1)
-
-
 def _http_get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -337,9 +317,9 @@ def _http_get(url: str) -> int:
 def test_serve_answers_http_and_stops_on_sigterm(queue, tmp_path):
     process = None
     try:
-        process, url = _serve_start(queue, tmp_path / "serve.log")
+        process, url = serve_start(queue.name, tmp_path / "serve.log")
 
-        assert _http_get(url) == 200, (tmp_path / "serve.log").read_text()
+        assert _http_get(url + "/") == 200, (tmp_path / "serve.log").read_text()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, (tmp_path / "serve.log").read_text()
     finally:
@@ -355,11 +335,11 @@ def test_task_enqueued_while_serve_runs_is_run_by_its_embedded_worker(queue, tmp
     log = tmp_path / "task.log"
     process = None
     try:
-        process, _url = _serve_start(queue, tmp_path / "serve.log")
+        process, _url = serve_start(queue.name, tmp_path / "serve.log")
 
         result = queue.enqueue(hold_file_append, str(log))
 
-        _wait_for(
+        wait_for(
             lambda: _status(result) == TaskResultStatus.SUCCESSFUL,
             what="success of the task in the server's embedded worker",
             process=process,

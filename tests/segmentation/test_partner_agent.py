@@ -11,20 +11,15 @@ test creates are committed (`transaction=True`) so those processes see them.
 import itertools
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from marketplace.models import ApiKeyScope
 from marketplace.services import api_key_create
@@ -34,12 +29,12 @@ from segmentation.capture import capture_open
 from segmentation.processing import headers_length
 from tests.captures import CAPTURES_DIR
 from tests.factories import LeaseFactory, OfferFactory, VerifiedProviderFactory, member_of
-from tests.support.settings import queue_added
+from tests.support.processes import kill, manage_start, serve_start, wait_for
+from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ON_REDIS_QUEUE = settings.TASK_BACKEND == "rq"
-PROCESS_START_SECONDS = 60
 JOB_SECONDS = 120
 AGENT = Path(settings.BASE_DIR) / "examples" / "partner_agent.py"
 CAPTURE = CAPTURES_DIR / "many-protocols.pcap"  # 4709 packets: 269 UDP, 4321 TCP, others
@@ -49,83 +44,12 @@ PIPELINE = [{"service": "anonymize-ip", "where": "udp"}, {"service": "strip-payl
 # --- processes ------------------------------------------------------------------------------
 
 
-def _test_database_url() -> str:
-    """DATABASE_URL of the test database, for the processes the test starts."""
-    database = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{database['NAME']}?timeout=20&transaction_mode=IMMEDIATE"
-    url = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(url._replace(path="/" + database["NAME"]))
-
-
-def _kill(process: subprocess.Popen | None) -> None:
-    """SIGKILL the process's group: the process and all it started."""
-    if process is not None and process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _wait_for(condition, *, what: str, seconds: float, watched: dict[str, tuple]):
-    """The first true value of `condition()`; fails if a watched process exits first or
-    nothing comes in time. `watched` maps a name to (process, log)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        for name, (process, log) in watched.items():
-            if process.poll() is not None:
-                pytest.fail(
-                    f"Waiting for {what}, the {name} exited with {process.returncode}:\n"
-                    f"{log.read_text()}"
-                )
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {name}:\n{log.read_text()}" for name, (_, log) in watched.items())
-    pytest.fail(f"No {what} within {seconds} s.\n{logs}")
-
-
-def _redis_queue_forget(name: str) -> None:
-    """Delete the Redis keys of the private queue, its jobs and its workers; nobody else's."""
-    import django_rq
-    from rq import Worker
-    from rq.worker_registration import unregister
-
-    redis = django_rq.get_connection()
-    queue = django_rq.get_queue(name)
-    job_ids = set(queue.job_ids)
-    for registry in (
-        "started_job_registry",
-        "finished_job_registry",
-        "failed_job_registry",
-        "deferred_job_registry",
-        "scheduled_job_registry",
-        "canceled_job_registry",
-    ):
-        if hasattr(queue, registry):
-            job_ids.update(getattr(queue, registry).get_job_ids())
-    patterns = [f"*{name}*", *(f"*{job_id}*" for job_id in job_ids)]
-    for worker in Worker.all(queue=queue):
-        unregister(worker)
-        patterns.append(f"*{worker.name}*")
-    for pattern in patterns:
-        for key in redis.scan_iter(match=pattern):
-            redis.delete(key)
-    redis.srem("rq:queues", queue.key)
-
-
 @pytest.fixture
 def private_queue(settings):
     """A task queue of this test's own, for the jobs' tasks of the processes it starts."""
-    name = f"sx-test-{uuid.uuid4().hex[:12]}"
-    settings.TASKS, rq_queues = queue_added(
-        name, tasks=settings.TASKS, rq_queues=getattr(settings, "RQ_QUEUES", None)
-    )
-    if rq_queues is not None:
-        settings.RQ_QUEUES = rq_queues
-    settings.JOBS_QUEUE = name
-    yield name
-    if ON_REDIS_QUEUE:
-        _redis_queue_forget(name)
+    private = private_queue_open(settings)
+    yield private.name
+    private_queue_close(private)
 
 
 @pytest.fixture
@@ -137,47 +61,24 @@ def job_storage(settings, tmp_path) -> Path:
 @pytest.fixture
 def exchange(transactional_db, private_queue, job_storage, tmp_path):
     """The exchange serving on a free port with its task worker; its address and processes."""
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
-        "SX_TEST_QUEUE": private_queue,
-        "DATABASE_URL": _test_database_url(),
+    env = {
         "JOB_STORAGE_DIR": str(job_storage),
         # on Redis a worker process of its own takes the private queue (an embedded worker
         # would also take the shared "default" queue)
         "EMBEDDED_WORKER": "false" if ON_REDIS_QUEUE else "true",
-        "PYTHONUNBUFFERED": "1",
     }
     processes = {}
-
-    def start(name: str, *args: str):
-        log = tmp_path / f"{name}.log"
-        with log.open("w") as output:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", *args],
-                cwd=settings.BASE_DIR,
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed with all it started
-            )
-        processes[name] = (process, log)
-        return process, log
-
     try:
-        _, server_log = start("server", "serve", "--port", "0")
         if ON_REDIS_QUEUE:
-            start("worker", "worker", "--queue", private_queue)
-        match = _wait_for(
-            lambda: re.search(r"serving at (http://\S+)/", server_log.read_text()),
-            what="the server's address",
-            seconds=PROCESS_START_SECONDS,
-            watched=processes,
-        )
-        yield match.group(1), processes
+            log = tmp_path / "worker.log"
+            worker = manage_start(private_queue, log, "worker", "--queue", private_queue, **env)
+            processes["worker"] = (worker, log)
+        log = tmp_path / "server.log"
+        server, url = serve_start(private_queue, log, **env)
+        processes["server"] = (server, log)
+        yield url, processes
     finally:
-        for process, _ in processes.values():
-            _kill(process)
+        kill(*(process for process, _ in processes.values()))
 
 
 @pytest.fixture
@@ -206,8 +107,7 @@ def agent_start(tmp_path):
         return process, log
 
     yield start
-    for process in started:
-        _kill(process)
+    kill(*started)
 
 
 # --- the marketplace ------------------------------------------------------------------------
@@ -294,7 +194,7 @@ def _job_finished(url: str, key: str, job_id: int, processes: dict, agent_log: P
         return job if job["status"] in ("succeeded", "failed") else None
 
     try:
-        job = _wait_for(
+        job = wait_for(
             ended, what=f"the end of job {job_id}", seconds=JOB_SECONDS, watched=processes
         )
     finally:
@@ -384,7 +284,7 @@ def _job_through_the_agent(exchange, market, agent_start, tmp_path, *agent_optio
 
     # the agent stops by itself once it has delivered its one item (--max-items 1)
     job = _job_finished(url, market["buyer_key"], submitted["id"], processes, agent_log)
-    _wait_for(lambda: agent.poll() is not None, what="the agent's exit", seconds=30, watched={})
+    wait_for(lambda: agent.poll() is not None, what="the agent's exit", seconds=30)
     assert agent.returncode == 0, agent_log.read_text()
     status, content = _request(job["output_url"], market["buyer_key"])
     assert status == 200, content

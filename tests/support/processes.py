@@ -2,6 +2,7 @@
 task queue (tests.support.settings), waited for with bounds, killed with all they started."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from django.conf import settings
 from django.db import connection
 
 PROCESS_WAIT_SECONDS = 60
+STOP_SECONDS = 20
+SERVING_AT = re.compile(r"serving at (http://\S+)/")
 
 
 def test_database_url() -> str:
@@ -50,22 +53,53 @@ def manage_start(queue_name: str, log: Path, *args: str, **env: str) -> subproce
         )
 
 
-def wait_for(condition, *, what: str, process: subprocess.Popen, log: Path, seconds=None):
-    """The first true value of `condition()`; fails the test if the process exits first or
-    nothing comes within the bound."""
+def wait_for(
+    condition,
+    *,
+    what: str,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+    seconds: float | None = None,
+    watched: dict[str, tuple[subprocess.Popen, Path]] | None = None,
+):
+    """The first true value of `condition()`; fails the test if a watched process exits first
+    or nothing comes within `seconds` (PROCESS_WAIT_SECONDS). Watched: `process` (its output in
+    `log`) and each of `watched`, a name to (process, log)."""
     seconds = PROCESS_WAIT_SECONDS if seconds is None else seconds
+    watched = dict(watched or {})
+    if process is not None:
+        watched = {f"process {process.pid}": (process, log), **watched}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        if process.poll() is not None:
-            pytest.fail(
-                f"Waiting for {what}, process {process.pid} exited with {process.returncode}:\n"
-                f"{log.read_text()}"
-            )
+        for name, (watched_process, watched_log) in watched.items():
+            if watched_process.poll() is not None:
+                pytest.fail(
+                    f"Waiting for {what}, {name} exited with {watched_process.returncode}:\n"
+                    f"{watched_log.read_text()}"
+                )
         time.sleep(0.1)
-    pytest.fail(f"No {what} within {seconds} s. Output:\n{log.read_text()}")
+    outputs = "\n".join(f"--- {name}:\n{out.read_text()}" for name, (_, out) in watched.items())
+    pytest.fail(f"No {what} within {seconds} s. Output:\n{outputs}")
+
+
+def serve_start(queue_name: str, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`manage.py serve` on a free port (see manage_start), once it says where it serves: the
+    process and its base URL, "http://host:port" without a slash at the end."""
+    process = manage_start(queue_name, log, "serve", "--port", "0", **env)
+    try:
+        match = wait_for(
+            lambda: SERVING_AT.search(log.read_text()),
+            what="the server's address",
+            process=process,
+            log=log,
+        )
+    except BaseException:
+        kill(process)
+        raise
+    return process, match.group(1)
 
 
 def kill(*processes: subprocess.Popen | None) -> None:
@@ -74,3 +108,18 @@ def kill(*processes: subprocess.Popen | None) -> None:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def stop(*processes: subprocess.Popen | None, seconds: float = STOP_SECONDS) -> None:
+    """SIGTERM each process's group, so each stops as it would in production; SIGKILL the
+    groups of those not stopped within `seconds`."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        if process is None:
+            continue
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            kill(process)

@@ -32,8 +32,21 @@ def private_queue_open(settings) -> PrivateQueue:
     return PrivateQueue(name=name, result_ids=[])
 
 
+# Where a queue keeps the ids of its tasks besides the queue itself.
+RQ_REGISTRIES = (
+    "started_job_registry",
+    "finished_job_registry",
+    "failed_job_registry",
+    "deferred_job_registry",
+    "ready_job_registry",
+    "scheduled_job_registry",
+    "canceled_job_registry",
+)
+
+
 def private_queue_close(private: PrivateQueue) -> None:
-    """Delete the Redis keys of this queue, its jobs and its workers; nobody else's."""
+    """Delete the Redis keys of this queue, of its tasks (those the test enqueued and those the
+    processes it started queued there) and of its workers, running or stopped; nobody else's."""
     if django_settings.TASK_BACKEND != "rq":
         return
     import django_rq
@@ -42,10 +55,19 @@ def private_queue_close(private: PrivateQueue) -> None:
 
     redis = django_rq.get_connection()
     rq_queue = django_rq.get_queue(private.name)
-    patterns = [f"*{private.name}*", *(f"*{result_id}*" for result_id in private.result_ids)]
+    task_ids = {*private.result_ids, *rq_queue.job_ids}
+    for registry in RQ_REGISTRIES:
+        task_ids.update(getattr(rq_queue, registry).get_job_ids(cleanup=False))
+    patterns = [f"*{private.name}*", *(f"*{task_id}*" for task_id in task_ids)]
     for worker in Worker.all(queue=rq_queue):
         unregister(worker)
         patterns.append(f"*{worker.name}*")
+    # A stopped worker is no longer listed; its own key stays a while (it expires).
+    for key in redis.scan_iter(match="rq:worker:*"):
+        if redis.type(key) != b"hash":
+            continue
+        if private.name in (redis.hget(key, "queues") or b"").decode().split(","):
+            redis.delete(key)
     for pattern in patterns:
         for key in redis.scan_iter(match=pattern):
             redis.delete(key)
