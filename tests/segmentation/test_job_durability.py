@@ -84,8 +84,10 @@ def test_a_job_survives_its_worker_being_killed_mid_way(queue, settings, tmp_pat
     try:
         first = _worker_start(queue, tmp_path / "worker-1.log", storage)
         wait_for(
-            lambda: 2 <= _job(job.pk).items_done < 6
-            and WorkItem.objects.filter(job_id=job.pk, status=WorkItemStatus.RUNNING).exists(),
+            lambda: (
+                2 <= _job(job.pk).items_done < 6
+                and WorkItem.objects.filter(job_id=job.pk, status=WorkItemStatus.RUNNING).exists()
+            ),
             what="two segments done by the first worker and a third under way",
             process=first,
             log=tmp_path / "worker-1.log",
