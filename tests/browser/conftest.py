@@ -5,14 +5,21 @@ import pytest
 from django.db import connections
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
-def browser_page(django_db_setup, live_server, monkeypatch):
-    """A Chromium page (Debian's build, driven by Playwright) and the live server's URL.
-
-    The test database is set up before the live server starts, so the server (and its
-    connections) stops before the database is dropped."""
+def chromium_browser(monkeypatch):
+    """Debian's Chromium, driven by Playwright. Ask for the server fixtures before this one,
+    so the browser closes (and the test's connections with it) before the server stops."""
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}; bin/test installs it from Debian.")
     # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
@@ -21,24 +28,22 @@ def browser_page(django_db_setup, live_server, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page()
-        page.set_default_timeout(15000)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield page, live_server.url
+            yield browser
         finally:
             # With Playwright's loop running, the ORM calls of the test got connections of
             # their own; close them so the test database can be dropped.
             connections.close_all()
             browser.close()
+
+
+@pytest.fixture
+def browser_page(django_db_setup, live_server, chromium_browser):
+    """A Chromium page and the live server's URL.
+
+    The test database is set up before the live server starts, so the server (and its
+    connections) stops before the database is dropped."""
+    page = chromium_browser.new_page()
+    page.set_default_timeout(15000)
+    yield page, live_server.url

@@ -12,11 +12,9 @@ import uuid
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connections
 from playwright.sync_api import expect
 
 from segmentation.models import Job, JobStatus
-from tests.browser.conftest import CHROMIUM
 from tests.captures import CAPTURES_DIR
 from tests.factories import PASSWORD, LeaseFactory, member_of
 from tests.support.processes import manage_start, serve_start, stop
@@ -55,24 +53,9 @@ def job_server(transactional_db, settings, tmp_path):
 
 
 @pytest.fixture
-def chromium(job_server, monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}; bin/test installs it from Debian.")
-    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
-    # calls are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        try:
-            yield browser
-        finally:
-            connections.close_all()
-            browser.close()
+def chromium(job_server, chromium_browser):
+    """Debian's Chromium (closed before the server stops)."""
+    return chromium_browser
 
 
 # Every percentage and status the page shows, recorded as the page changes them.

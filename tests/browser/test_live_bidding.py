@@ -12,13 +12,11 @@ import re
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from auctions.live import bidder_handle
 from auctions.models import Bid, BidChannel
-from tests.browser.conftest import CHROMIUM
 from tests.factories import PASSWORD, AuctionFactory, buyer
 from tests.support.processes import serve_start, stop
 from tests.support.queues import private_queue_close, private_queue_open
@@ -44,27 +42,9 @@ def asgi_server(transactional_db, tmp_path, settings):
 
 
 @pytest.fixture
-def chromium(asgi_server, monkeypatch):
-    """Debian's Chromium, driven by Playwright."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}; bin/test installs it from Debian.")
-    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM
-    # calls are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        try:
-            yield browser
-        finally:
-            # The ORM calls made while Playwright's loop ran got connections of their own;
-            # close them so the test database can be dropped.
-            connections.close_all()
-            browser.close()
+def chromium(asgi_server, chromium_browser):
+    """Debian's Chromium (closed before the server stops)."""
+    return chromium_browser
 
 
 def _page_signed_in(browser, server: str, user, path: str, **context_options):
