@@ -110,7 +110,7 @@ def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | No
     )
     split_done = time.perf_counter()
     with capture_open(input_path) as like:
-        assembled = assemble_segments(segments, index_path, output, like=like, parallel=parallel)
+        assembled = assemble_segments(segments, index_path, output, like=like)
     assemble_done = time.perf_counter()
     identical = filecmp.cmp(input_path, output, shallow=False)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

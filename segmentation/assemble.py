@@ -9,16 +9,15 @@ values give while they are processed. Each part is in increasing index order, so
 merge on the indices restores the input's order.
 
 Memory stays bounded whatever the number of parts: each is read through a small buffer, and
-with many parts the file descriptors come from a bounded pool.
+with many parts the file descriptors come from a bounded pool. The merge goes run by run (a
+part's packets whose indices follow on are copied at once), so it runs in one process: a
+helper process to order the packets proved no faster.
 """
 
 from __future__ import annotations
 
 import heapq
-import multiprocessing
 import os
-import threading
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -87,16 +86,13 @@ def assemble(
     output_path: str | os.PathLike[str],
     *,
     like: CaptureReader,
-    parallel: bool | None = None,
 ) -> AssembledCapture:
     """Merge parts, each (capture file, original indices of its packets), in index order.
 
     `like` is a reader of the original input (it may be closed): the output gets its file
     header (pcap) or interfaces (pcapng), so unchanged pcap segments give the input back byte
-    for byte. `parallel` merges the indices in a forked helper process while this one copies
-    packets (default: when the parts add up to 32 MB or more, on two cores or more); the
-    indices are then consumed in the helper. Raises AssembleError when a part's indices and
-    packets differ in number, or an index repeats; CaptureError when a part cannot be read.
+    for byte. Raises AssembleError when a part's indices and packets differ in number, or an
+    index repeats; CaptureError when a part cannot be read.
     """
     if len(parts) >= 1 << _INDEX_BITS:
         raise AssembleError(f"too many parts to merge ({len(parts)})")
@@ -106,12 +102,7 @@ def assemble(
     try:
         for path, indices in parts:
             opened.append(_Part(Path(path), indices, like, buffer_size, pool))
-        if parallel is None:
-            parallel = _parallel_worthwhile(opened)
-        if parallel and _CAN_FORK:
-            written = _merge_in_parallel(opened, output_path, like)
-        else:
-            written = _merge(opened, output_path, like)
+        written = _merge(opened, output_path, like)
     except _PartMismatch as mismatch:
         raise AssembleError(
             f"{mismatch.args[0].path.name} and its indices disagree on its packet count"
@@ -130,7 +121,6 @@ def assemble_segments(
     output_path: str | os.PathLike[str],
     *,
     like: CaptureReader,
-    parallel: bool | None = None,
 ) -> AssembledCapture:
     """Merge unchanged segments of a split back, with the segment index the split wrote."""
     index = SegmentIndex(index_path)
@@ -138,7 +128,6 @@ def assemble_segments(
         [(segment.path, index.indices(segment.number)) for segment in segments],
         output_path,
         like=like,
-        parallel=parallel,
     )
 
 
@@ -225,92 +214,3 @@ def _write_runs(
         if next(part.records, None) is not None:
             raise _PartMismatch(part)
     return written
-
-
-# -- the merge with a helper process ----------------------------------------------------------
-
-_CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
-_PARALLEL_MIN_BYTES = 32 << 20
-_ORDER_BATCH = 16384  # numbers per message: 8192 runs
-
-
-def _parallel_worthwhile(parts: list[_Part]) -> bool:
-    if (os.cpu_count() or 1) < 2:
-        return False
-    if threading.active_count() > 1:
-        # Forking a process that runs other threads (a server, a worker with its heartbeat)
-        # can deadlock the child on a lock one of them held; only single-threaded callers
-        # such as `manage.py segment` get the helper process by default.
-        return False
-    total = 0
-    for part in parts:
-        try:
-            total += os.stat(part.path).st_size
-        except OSError:  # pragma: no cover - it was just opened
-            return False
-    return total >= _PARALLEL_MIN_BYTES
-
-
-def _order_parts(index_sources: list[Iterable[int]], sender) -> None:
-    """In the helper process: merge the parts' indices and send, in batches, which part holds
-    the next packets as (part number, how many in a row) pairs; then an end mark."""
-    try:
-        runs = array("I")
-        append = runs.append
-        for number, count in _runs(index_sources):
-            append(number)
-            append(count)
-            if len(runs) >= _ORDER_BATCH:
-                sender.send_bytes(b"N" + runs.tobytes())
-                del runs[:]
-        sender.send_bytes(b"N" + runs.tobytes())
-        sender.send_bytes(b"D")
-    except BaseException as exc:  # reported to the writing process, which raises
-        sender.send_bytes(b"E" + f"{exc}".encode())
-    finally:
-        sender.close()
-
-
-def _merge_in_parallel(
-    parts: list[_Part], output_path: str | os.PathLike[str], like: CaptureReader
-) -> int:
-    """The merge split in two: a forked helper orders the packets from the indices alone;
-    this process follows that order, copying each part's next packet to the output."""
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(
-        target=_order_parts,
-        args=([part.indices for part in parts], sender),
-        name="assemble-ordering",
-        daemon=True,
-    )
-    helper.start()
-    sender.close()
-    try:
-        return _write_in_order(parts, receiver, output_path, like)
-    finally:
-        receiver.close()
-        if helper.is_alive():
-            helper.terminate()
-        helper.join()
-
-
-def _write_in_order(parts: list[_Part], receiver, output_path, like: CaptureReader) -> int:
-    return _write_runs(parts, _received_runs(receiver), output_path, like)
-
-
-def _received_runs(receiver) -> Iterator[tuple[int, int]]:
-    """The runs the ordering helper sends, until its end mark; AssembleError for its error."""
-    while True:
-        try:
-            message = receiver.recv_bytes()
-        except EOFError:
-            raise AssembleError("the ordering helper ended without a word (killed?)") from None
-        tag = message[:1]
-        if tag == b"E":
-            raise AssembleError(message[1:].decode())
-        if tag == b"D":
-            return
-        runs = array("I")
-        runs.frombytes(message[1:])
-        yield from zip(runs[::2], runs[1::2], strict=True)

@@ -954,7 +954,6 @@ def _job_assemble(job: Job) -> str:
                 ],
                 staged,
                 like=like,
-                parallel=False,
             )
         os.replace(staged, output)
     except (AssembleError, CaptureError, OSError) as exc:

@@ -648,33 +648,15 @@ def test_a_malformed_capture_fails_the_same_with_a_helper_process(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("path", [MANY, DATA / "pcapng-example.pcapng"], ids=["pcap", "pcapng"])
-def test_assembling_with_a_helper_process_gives_the_same_output(path, tmp_path):
-    segments, _index = _split(path, tmp_path, "connection", 7)
-    outputs = []
-    for parallel in (False, True):
-        output = tmp_path / f"assembled-{parallel}{path.suffix}"
-        with capture_open(path) as like:
-            result = assemble_segments(
-                segments, tmp_path / "segments.idx", output, like=like, parallel=parallel
-            )
-        assert result.packets == len(_originals(path))
-        outputs.append(output.read_bytes())
-    assert outputs[0] == outputs[1]
-    if path.suffix == ".pcap":
-        assert outputs[1] == path.read_bytes()
-
-
-def test_a_helper_process_reports_indices_that_disagree_or_repeat(tmp_path):
+def test_assembly_reports_indices_that_disagree_or_repeat(tmp_path):
     segments, index = _split(DATA / "tls.pcap", tmp_path, "round-robin", 2)
     with capture_open(DATA / "tls.pcap") as like:
         for indices in (list(index.indices(0))[:-1], [*index.indices(0), 999]):
             with pytest.raises(AssembleError, match="disagree"):
-                assemble([(segments[0].path, indices)], tmp_path / "o", like=like, parallel=True)
+                assemble([(segments[0].path, indices)], tmp_path / "o", like=like)
         with pytest.raises(AssembleError, match="two parts"):
             assemble(
                 [(segments[0].path, index.indices(0)), (segments[0].path, index.indices(0))],
                 tmp_path / "o",
                 like=like,
-                parallel=True,
             )
