@@ -253,7 +253,14 @@ class SlaBreachSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class JobSerializer(serializers.ModelSerializer):
+class _LinksMixin:
+    """Absolute links to a named route of an object, from the request in the context."""
+
+    def _url(self, name: str, obj) -> str:
+        return absolute_url(self.context.get("request"), name, obj.pk)
+
+
+class JobSerializer(_LinksMixin, serializers.ModelSerializer):
     """A job as its organization sees it in lists."""
 
     url = serializers.SerializerMethodField()
@@ -295,9 +302,6 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
-
-    def _url(self, name: str, job: Job) -> str:
-        return absolute_url(self.context.get("request"), name, job.pk)
 
     def _download_url(self, name: str, job: Job) -> str | None:
         return self._url(name, job) if job.status == JobStatus.SUCCEEDED else None
@@ -414,7 +418,7 @@ def _compression_level(steps: list) -> int | None:
         return None
 
 
-class WorkClaimSerializer(serializers.ModelSerializer):
+class WorkClaimSerializer(_LinksMixin, serializers.ModelSerializer):
     """A claimed work item: what to download, what to run on it, and the claim to present
     with the result before `claim_deadline` (after it the item may go to another claim)."""
 
@@ -464,9 +468,6 @@ class WorkClaimSerializer(serializers.ModelSerializer):
             "anonymize_key",
         ]
         read_only_fields = fields
-
-    def _url(self, name: str, item: WorkItem) -> str:
-        return absolute_url(self.context.get("request"), name, item.pk)
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_format(self, item: WorkItem) -> str:
