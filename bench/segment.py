@@ -7,8 +7,9 @@ It builds a capture of at least `--mb` MB by concatenating the shared Ethernet c
 child process, runs the engine that jobs use: `split_capture(method="connection")` writing the
 segments and their segment index, and `assemble_segments` merging them back in the original
 order; `identical` says whether the output equals the input byte for byte. The child reports
-its own peak RSS (getrusage of itself, plus the largest of the helper processes the engine
-forks to use a second core: an upper bound, as they share pages).
+its own peak RSS (getrusage). The engine runs in one process, as in a job's worker: it reads
+a chunk at a time and numbers, copies and merges the chunk's records with numpy, runs of
+records at once, so no Python code runs per packet beyond walking the record headers.
 
 Baselines, in the same run on the same file: `editcap -F pcap` copying it (Debian's
 wireshark-common; installed with apt-get when missing and running as root) and a bare dpkt
@@ -55,8 +56,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
         "--engine-run",
-        nargs=4,
-        metavar=("INPUT", "FOLDER", "MAX_FILES", "MODE"),
+        nargs=3,
+        metavar=("INPUT", "FOLDER", "MAX_FILES"),
         help=argparse.SUPPRESS,
     )
     return parser.parse_args()
@@ -88,7 +89,7 @@ def build_input(path: Path, size_mb: int) -> int:
     return packets
 
 
-def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | None = None) -> None:
+def engine_run(input_path: str, folder: str, max_files: int) -> None:
     """The child: split, assemble, compare; prints one JSON line."""
     from segmentation.assemble import assemble_segments
     from segmentation.split import split_capture
@@ -106,7 +107,6 @@ def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | No
         method="connection",
         param=max_files or None,
         index_path=index_path,
-        parallel=parallel,
     )
     split_done = time.perf_counter()
     with capture_open(input_path) as like:
@@ -114,8 +114,6 @@ def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | No
     assemble_done = time.perf_counter()
     identical = filecmp.cmp(input_path, output, shallow=False)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # the engine's forked helper processes (decoding, ordering), the largest of them
-    helper_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         json.dumps(
             {
@@ -124,10 +122,7 @@ def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | No
                 "files": len(segments),
                 "packets": assembled.packets,
                 "identical": identical,
-                "engine_rss_mb": round(peak_kb / 1024, 1),
-                "helper_rss_mb": round(helper_kb / 1024, 1),
-                # an upper bound: the two run at once, sharing their copy-on-write pages
-                "peak_rss_mb": round((peak_kb + helper_kb) / 1024, 1),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
             }
         ),
         flush=True,
@@ -136,19 +131,10 @@ def engine_run(input_path: str, folder: str, max_files: int, parallel: bool | No
     output.unlink(missing_ok=True)
 
 
-def run_engine(input_path: Path, work: Path, max_files: int, mode: str = "auto") -> dict:
-    """One engine run in a child process; mode "job" runs it as a job's worker does (in one
-    process), "auto" lets the engine fork its helper on large inputs (the CLI's way)."""
+def run_engine(input_path: Path, work: Path, max_files: int) -> dict:
+    """One engine run in a child process (its peak RSS is its own)."""
     result = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--engine-run",
-            str(input_path),
-            str(work),
-            str(max_files),
-            mode,
-        ],
+        [sys.executable, __file__, "--engine-run", str(input_path), str(work), str(max_files)],
         capture_output=True,
         text=True,
         check=True,
@@ -204,8 +190,8 @@ def time_dpkt_loop(input_path: Path, work: Path) -> float:
 def main() -> None:
     args = _arguments()
     if args.engine_run:
-        input_path, folder, max_files, mode = args.engine_run
-        engine_run(input_path, folder, int(max_files), parallel=False if mode == "job" else None)
+        input_path, folder, max_files = args.engine_run
+        engine_run(input_path, folder, int(max_files))
         return
     repeats = 1 if args.quick else 3
     work = Path(tempfile.mkdtemp(prefix="sx-bench-segment-", dir=args.workdir))
@@ -230,15 +216,6 @@ def main() -> None:
             f"{max(run['peak_rss_mb'] for run in runs)} MB, identical: {best['identical']}",
             flush=True,
         )
-        job_runs = [run_engine(input_path, work, args.max_files, "job") for _ in range(repeats)]
-        job_best = min(job_runs, key=lambda run: run["split_s"] + run["assemble_s"])
-        job_s = job_best["split_s"] + job_best["assemble_s"]
-        print(
-            f"engine as a job's worker runs it (one process): {size_mb / job_s:.1f} MB/s, "
-            f"peak RSS {max(run['peak_rss_mb'] for run in job_runs)} MB, "
-            f"identical: {job_best['identical']}",
-            flush=True,
-        )
         editcap_s = min(time_editcap(editcap, input_path, work) for _ in range(repeats))
         print(f"editcap -F pcap: {editcap_s:.2f} s, {size_mb / editcap_s:.1f} MB/s", flush=True)
         dpkt_s = min(time_dpkt_loop(input_path, work) for _ in range(repeats))
@@ -255,12 +232,6 @@ def main() -> None:
             "method": "connection",
             "max_files": args.max_files,
             "files": best["files"],
-            "engine_rss_mb": max(run["engine_rss_mb"] for run in runs),
-            "helper_rss_mb": max(run["helper_rss_mb"] for run in runs),
-            "job_mode_mb_per_s": round(size_mb / job_s, 1),
-            "job_mode_ratio": round(editcap_s / job_s, 3),
-            "job_mode_peak_rss_mb": max(run["peak_rss_mb"] for run in job_runs),
-            "job_mode_identical": all(run["identical"] for run in job_runs),
             "split_mb_per_s": round(size_mb / best["split_s"], 1),
             "assemble_mb_per_s": round(size_mb / best["assemble_s"], 1),
         }

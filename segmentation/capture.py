@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from struct import Struct
 from struct import error as StructError
 from types import TracebackType
 from typing import BinaryIO
+
+import numpy as np
 
 from segmentation.packet import CaptureError, Packet
 
@@ -38,6 +42,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_SIZES_PULL = 1 << 14  # record sizes taken at a time by pcap_spans(sizes=...)
 # Larger than any link layer's maximum (libpcap's largest is 256 KiB, a few USB/D-Bus types
 # allow more); a length beyond this is a corrupt header, not a packet.
 _MAX_CAPLEN = 1 << 24
@@ -252,17 +257,77 @@ class CaptureReader:
         cost of a generator shows at hundreds of thousands of packets a second. Errors as
         when iterating. Only for pcap files.
         """
+        return self._raw(self._pcap_batches)
+
+    def pcap_spans(
+        self, *, sizes: Iterable[int] | None = None
+    ) -> Iterator[tuple[bytes, Sequence[int]]]:
+        """The records of a pcap file as spans of the chunks read: (chunk, boundaries), where
+        record k of the chunk is `chunk[boundaries[k]:boundaries[k + 1]]` (its 16-byte header,
+        then the data). Nothing is copied per record: for callers that move runs of records
+        at once. Errors as when iterating. Only for pcap files.
+
+        With `sizes`, each record's size (header included) as a split recorded it, no header
+        is read one by one: each chunk's captured lengths are checked against the sizes at
+        once, and a file that holds more or fewer records than sizes is an error.
+        """
+        if sizes is None:
+            return self._raw(self._pcap_chunks)
+        return self._raw(partial(self._pcap_sized_chunks, sizes))
+
+    def _raw(self, chunks: Callable[[], Iterator]) -> Iterator:
         if self.format != "pcap":
             raise CaptureError("raw records exist only in pcap files")
         if self._iterated:
             raise CaptureError("a capture reader can be iterated only once")
         self._iterated = True
         try:
-            yield from self._pcap_batches()
+            yield from chunks()
         except CaptureError:
             raise
         except (OSError, StructError, ValueError, OverflowError, MemoryError) as exc:
             raise CaptureError(f"unreadable capture: {exc}", record=self.packets_read) from None
+
+    def _pcap_sized_chunks(self, sizes: Iterable[int]) -> Iterator[tuple[bytes, np.ndarray]]:
+        source = iter(sizes)
+        pending = np.empty(0, dtype=np.int64)
+        caplen = np.dtype(np.uint32).newbyteorder(self.byte_order)
+        base = self._pending_offset
+        index = 0
+        while True:
+            if not len(pending):
+                pending = np.fromiter(islice(source, _SIZES_PULL), dtype=np.int64)
+                if not len(pending):
+                    if self._read(1):
+                        raise CaptureError(
+                            "more records than the segment index lists", record=index, offset=base
+                        )
+                    return
+            # whole records up to a chunk's worth (at least one)
+            ends = np.cumsum(pending)
+            take = max(1, int(np.searchsorted(ends, self._chunk, side="right")))
+            bounds = np.concatenate(([0], ends[:take]))
+            chunk = self._read(int(bounds[-1]))
+            if len(chunk) < bounds[-1]:
+                raise CaptureError(
+                    "fewer records than the segment index lists", record=index, offset=base
+                )
+            headers = np.frombuffer(chunk, dtype=np.uint8)
+            # each record's captured length (bytes 8..11 of its header) against its size
+            at = bounds[:-1, None] + np.arange(8, 12)
+            lengths = headers[at].copy().view(caplen).reshape(-1)
+            wrong = np.flatnonzero(lengths.astype(np.int64) + 16 != pending[:take])
+            if len(wrong):
+                raise CaptureError(
+                    "a record's captured length disagrees with the segment index",
+                    record=index + int(wrong[0]),
+                    offset=base + int(bounds[wrong[0]]),
+                )
+            pending = pending[take:]
+            index += take
+            base += len(chunk)
+            self.packets_read = index
+            yield chunk, bounds
 
     def _iter_pcap(self) -> Iterator[Packet]:
         unpack = Struct(self.byte_order + "II4xI").unpack_from
@@ -284,7 +349,12 @@ class CaptureReader:
                 index += 1
 
     def _pcap_batches(self) -> Iterator[list[bytes]]:
-        """The records of a pcap file, a list per chunk read (the one reading loop)."""
+        """The records of a pcap file, a list of copies per chunk read."""
+        return self._pcap_chunks(copies=True)
+
+    def _pcap_chunks(self, *, copies: bool = False) -> Iterator:
+        """The one reading loop of pcap files: per chunk read, its complete records, either as
+        copies (a list of bytes) or as (chunk, boundaries) (see `pcap_spans`)."""
         read = self._file.read
         caplen_of = Struct(self.byte_order + "I").unpack_from
         buf = self._pending
@@ -293,20 +363,32 @@ class CaptureReader:
         index = 0  # records before buf[pos]
         size = len(buf)
         while True:
-            # every complete record in the buffer, in a loop kept as tight as possible
-            batch: list[bytes] = []
-            append = batch.append
+            # every complete record in the buffer, in loops kept as tight as possible
             last_header = size - 16
-            while pos <= last_header:
-                end = pos + 16 + caplen_of(buf, pos + 8)[0]
-                if end > size:
-                    break
-                append(buf[pos:end])
-                pos = end
-            if batch:
-                index += len(batch)
+            if copies:
+                batch: list[bytes] = []
+                append = batch.append
+                while pos <= last_header:
+                    end = pos + 16 + caplen_of(buf, pos + 8)[0]
+                    if end > size:
+                        break
+                    append(buf[pos:end])
+                    pos = end
+                found, item = len(batch), batch
+            else:
+                bounds = [pos]
+                append = bounds.append
+                while pos <= last_header:
+                    end = pos + 16 + caplen_of(buf, pos + 8)[0]
+                    if end > size:
+                        break
+                    append(end)
+                    pos = end
+                found, item = len(bounds) - 1, (buf, bounds)
+            if found:
+                index += found
                 self.packets_read = index
-                yield batch
+                yield item
             # then the next chunk, for a record header or the rest of a record
             if size - pos < 16:
                 need = 16 - (size - pos)

@@ -115,6 +115,20 @@ def _index_arrays(path: Path) -> Iterator[array]:
             yield values
 
 
+def record_sizes_write(segment: Path, sizes: Iterable[int] | None) -> None:
+    """Keep the sizes of a segment's records, as the split recorded them (pcap input), beside
+    it: while the segment is its own result (no processing), assemblage copies it without
+    reading its record headers one by one. Same format as the indices."""
+    if sizes is not None:
+        indices_write(segment.with_suffix(".sizes"), sizes)
+
+
+def record_sizes_read(result: Path) -> Iterator[int] | None:
+    """The sizes of a result's records when they are known (it is an unchanged segment)."""
+    path = result.with_suffix(".sizes")
+    return indices_read(path) if path.exists() else None
+
+
 def indices_kept(original: Iterable[int], kept_positions: Iterable[int]) -> Iterator[int]:
     """The original indices of the kept packets: `kept_positions` are increasing positions in
     a segment whose packets have the `original` indices, in order."""

@@ -44,6 +44,8 @@ from segmentation.jobfiles import (
     is_zstd,
     job_dir,
     job_dir_remove,
+    record_sizes_read,
+    record_sizes_write,
     segment_process,
     temporary_beside,
 )
@@ -456,7 +458,6 @@ def _job_split(job: Job) -> str:
             param=job.param or None,
             bpf=job.bpf_filter or None,
             index_path=temporary / "index",
-            parallel=False,
             route=route,
         )
     except CaptureError as exc:
@@ -479,6 +480,7 @@ def _job_split(job: Job) -> str:
     index = SegmentIndex(temporary / "index")
     for segment in segments:
         indices_write(segment.path.with_suffix(".idx"), index.indices(segment.number))
+        record_sizes_write(segment.path, index.sizes(segment.number))
     (temporary / "index").unlink()
 
     items = []
@@ -949,6 +951,7 @@ def _job_assemble(job: Job) -> str:
                     (
                         folder / item.result_path,
                         indices_read((folder / item.result_path).with_suffix(".idx")),
+                        record_sizes_read(folder / item.result_path),
                     )
                     for item in items
                 ],

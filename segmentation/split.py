@@ -27,19 +27,20 @@ counted. Output files are named `<input name without extension>-<4-digit number>
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import sys
-import threading
+import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
+
+import numpy as np
 
 from segmentation.bpf import BpfFilter, BpfSyntaxError, bpf_compile
 from segmentation.capture import CaptureEncoder, CaptureReader, capture_open
@@ -51,6 +52,7 @@ from segmentation.decode import (
     ip_summary,
     reverse_endpoints,
 )
+from segmentation.heap import keep_freed_memory
 from segmentation.packet import Packet
 
 __all__ = [
@@ -89,6 +91,7 @@ _ACK = 0x10
 
 # Buffered segment bytes before they are appended to their files: bounds memory and open files
 _FLUSH_BYTES = 8 << 20
+_READ_BYTES = 1 << 20  # pcap input read (then numbered and copied) at a time
 
 
 class SplitError(ValueError):
@@ -296,14 +299,6 @@ class _Connection:
         self.tables: dict[int, dict[bytes, list]] = {TCP: {}, UDP: {}}
         self.outside: int | None = None  # the file of packets outside any connection
 
-    def number(self, data: bytes, linktype: int) -> int:
-        connection = connection_of(data, linktype)
-        if connection is None:
-            if self.outside is None:
-                self.outside = self.numbers.take()
-            return self.outside
-        return self._numbered(*connection)
-
     def number_record(self, record: bytes, linktype: int) -> int:
         """`number` of a whole pcap record (its 16-byte header, then the packet). IPv4 TCP/UDP
         over Ethernet without options (most packets) is read in place, as `connection_of`
@@ -316,6 +311,98 @@ class _Connection:
                 if proto == UDP:
                     return self._numbered(UDP, record[42:54], 0)
         return self.number(record[16:], linktype)
+
+    def number(self, data: bytes, linktype: int) -> int:
+        return self._number_of_connection(connection_of(data, linktype))
+
+    def _number_of_connection(self, connection: tuple[int, bytes, int] | None) -> int:
+        if connection is None:
+            if self.outside is None:
+                self.outside = self.numbers.take()
+            return self.outside
+        return self._numbered(*connection)
+
+    def number_spans(self, chunk: bytes, bounds: np.ndarray, linktype: int) -> np.ndarray:
+        """`number_record` of every record of a chunk (record k spans bounds[k]:bounds[k+1]):
+        the same numbers, taken in the same order, with Python code only for "events".
+
+        The fast records (IPv4 TCP/UDP over Ethernet without options, as in `number_record`)
+        are grouped by connection with numpy. A record's number can change only at an event:
+        the first record of its connection in the chunk (the table is consulted), a SYN or the
+        record after one (the SYN state changes), and every other record (decoded one by one).
+        Events go through the tables in order; each other record of a connection takes the
+        number of the connection's event before it. A connection that also has records
+        decoded one by one (seen through a VLAN tag, say) has all its records as events.
+        """
+        starts = bounds[:-1]
+        count = len(starts)
+        fast = np.zeros(count, dtype=bool)
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        if linktype == LINKTYPE_ETHERNET:
+            candidates = np.flatnonzero(bounds[1:] - starts >= 70)
+            at = starts[candidates]
+            proto = data[at + 39]
+            fast[candidates] = (
+                (data[at + 28] == 0x08)
+                & (data[at + 29] == 0x00)
+                & (data[at + 30] == 0x45)
+                & (data[at + 36] & 0x3F == 0)
+                & (data[at + 37] == 0)
+                & ((proto == TCP) | (proto == UDP))
+            )
+        positions = np.flatnonzero(fast)  # the fast records, in order
+        slow = np.flatnonzero(~fast).tolist()
+        bound_list = bounds.tolist()
+        decoded = [
+            connection_of(chunk[bound_list[k] + 16 : bound_list[k + 1]], linktype) for k in slow
+        ]
+        numbers = np.empty(count, dtype=np.int64)
+        events = np.zeros(count, dtype=bool)
+        events[slow] = True
+        if len(positions):
+            at = starts[positions]
+            source = np.zeros(len(at), dtype=np.uint64)
+            target = np.zeros(len(at), dtype=np.uint64)
+            for offset in (42, 43, 44, 45, 50, 51):  # address then port, big-endian
+                source = source << np.uint64(8) | data[at + offset]
+            for offset in (46, 47, 48, 49, 52, 53):
+                target = target << np.uint64(8) | data[at + offset]
+            proto = data[at + 39]
+            high = np.maximum(source, target) | (proto == UDP).astype(np.uint64) << np.uint64(48)
+            low = np.minimum(source, target)
+            # the connections one after another, each's records in chunk order (stable sort)
+            grouped = np.lexsort((low, high))
+            high, low = high[grouped], low[grouped]
+            first = np.ones(len(grouped), dtype=bool)
+            first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+            syn = (proto[grouped] == TCP) & ((data[at[grouped] + 63] & (_SYN | _ACK)) == _SYN)
+            event = first | syn
+            event[1:] |= syn[:-1] & ~first[1:]
+            shared = _connections_decoded_apart(decoded, high[first], low[first])
+            if shared:
+                event |= np.isin(np.cumsum(first) - 1, shared)
+            events[positions[grouped[event]]] = True
+        # the events, in order, through the same tables as one record at a time
+        numbered = self._numbered
+        decoded_at = dict(zip(slow, decoded, strict=True))
+        values = []
+        append = values.append
+        for k in np.flatnonzero(events).tolist():
+            start = bound_list[k]
+            if k in decoded_at:
+                append(self._number_of_connection(decoded_at[k]))
+            elif chunk[start + 39] == TCP:
+                append(numbered(TCP, chunk[start + 42 : start + 54], chunk[start + 63]))
+            else:
+                append(numbered(UDP, chunk[start + 42 : start + 54], 0))
+        numbers[events] = values
+        if len(positions):
+            # every other fast record takes the number of the last event of its connection
+            # (each connection's first record is an event, so the last one is its own)
+            ordered = positions[grouped]
+            last_event = np.maximum.accumulate(np.where(event, np.arange(len(event)), 0))
+            numbers[ordered] = numbers[ordered[last_event]]
+        return numbers
 
     def _numbered(self, proto: int, endpoints: bytes, flags: int) -> int:
         table = self.tables[proto]
@@ -332,6 +419,27 @@ class _Connection:
                 state[0] = self.numbers.take()
             state[1] = syn
         return state[0]
+
+
+def _connections_decoded_apart(
+    decoded: list[tuple[int, bytes, int] | None], high: np.ndarray, low: np.ndarray
+) -> list[int]:
+    """Which connections (keys `high`, `low` as `_Connection.number_spans` builds them, one
+    per connection) the records decoded one by one also belong to: IPv4 TCP/UDP connections
+    seen through a VLAN tag or with IP options, for instance."""
+    wanted = set()
+    for connection in decoded:
+        if connection is None or len(connection[1]) != 12:
+            continue
+        proto, endpoints, _flags = connection
+        source = int.from_bytes(endpoints[0:4] + endpoints[8:10], "big")
+        target = int.from_bytes(endpoints[4:8] + endpoints[10:12], "big")
+        wanted.add((max(source, target) | (proto == UDP) << 48, min(source, target)))
+    if not wanted:
+        return []
+    return [
+        k for k, key in enumerate(zip(high.tolist(), low.tolist(), strict=True)) if key in wanted
+    ]
 
 
 def _is_multicast(address: bytes) -> bool:
@@ -421,6 +529,7 @@ def _assigner(method: str, value):
 # cannot carry. It is a series of chunks, each a little-endian (segment number: uint32, count:
 # uint32) header followed by `count` uint64 packet indices; a segment's chunks are in order.
 _CHUNK_HEADER = Struct("<II")
+_SIZES = 1 << 31  # a chunk header's number with this bit: the segment's record sizes (uint32)
 
 
 class SegmentIndex:
@@ -429,7 +538,12 @@ class SegmentIndex:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._chunks: dict[int, list[tuple[int, int]]] = {}
+        self._size_chunks: dict[int, list[tuple[int, int]]] = {}
         size = self.path.stat().st_size
+        # one descriptor for every segment's reads (positioned reads: several segments are
+        # read at once while merging), closed with the object
+        self._descriptor = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._descriptor)
         with open(self.path, "rb") as file:
             position = 0
             while position < size:
@@ -438,10 +552,14 @@ class SegmentIndex:
                     raise SplitError(f"segment index {self.path} is truncated")
                 number, count = _CHUNK_HEADER.unpack(header)
                 start = position + _CHUNK_HEADER.size
-                position = start + 8 * count
+                chunks = self._chunks
+                if number & _SIZES:
+                    number &= ~_SIZES
+                    chunks = self._size_chunks
+                position = start + (4 if chunks is self._size_chunks else 8) * count
                 if position > size:
                     raise SplitError(f"segment index {self.path} is truncated")
-                self._chunks.setdefault(number, []).append((start, count))
+                chunks.setdefault(number, []).append((start, count))
                 file.seek(position)
 
     @property
@@ -456,11 +574,18 @@ class SegmentIndex:
         (iterated in C: no Python frame resumes per index)."""
         return chain.from_iterable(self._arrays(number))
 
-    def _arrays(self, number: int) -> Iterator[array]:
-        for start, count in self._chunks.get(number, ()):
-            with open(self.path, "rb") as file:
-                file.seek(start)
-                values = array("Q", file.read(8 * count))
+    def sizes(self, number: int) -> Iterator[int] | None:
+        """The sizes (16-byte header included) of segment `number`'s records, in order, when
+        the split recorded them (pcap input); None otherwise."""
+        if number not in self._size_chunks and self.count(number):
+            return None
+        return chain.from_iterable(self._arrays(number, sizes=True))
+
+    def _arrays(self, number: int, *, sizes: bool = False) -> Iterator[array]:
+        chunks, code = (self._size_chunks, "I") if sizes else (self._chunks, "Q")
+        for start, count in chunks.get(number, ()):
+            values = array(code)
+            values.frombytes(os.pread(self._descriptor, values.itemsize * count, start))
             if sys.byteorder == "big":  # pragma: no cover - the index is little-endian
                 values.byteswap()
             yield values
@@ -492,6 +617,7 @@ class _SegmentFiles:
         self.extension = extension
         self.buffers: dict[int, bytearray] = {}
         self.indices: dict[int, array] = {}
+        self.record_sizes: dict[int, array] = {}  # pcap: each record's size, for assemblage
         self.encoders: dict[int, CaptureEncoder] = {}
         self.packets: dict[int, int] = {}
         self.sizes: dict[int, int] = {}
@@ -506,6 +632,7 @@ class _SegmentFiles:
         encoder = self.encoders[number] = CaptureEncoder(self.like)
         buffer = self.buffers[number] = bytearray(encoder.preamble())
         self.indices[number] = array("Q")
+        self.record_sizes[number] = array("I")
         self.packets[number] = 0
         self.sizes[number] = 0
         self.paths[number] = Path(f"{self.prefix}{number:04d}{self.extension}")
@@ -538,6 +665,62 @@ class _SegmentFiles:
                     self.index_file.write(_CHUNK_HEADER.pack(number, len(indices)))
                     self.index_file.write(indices.tobytes())
                 del indices[:]
+            sizes = self.record_sizes[number]
+            if sizes:
+                if self.index_file is not None:
+                    if sys.byteorder == "big":  # pragma: no cover - the index is little-endian
+                        sizes.byteswap()
+                    self.index_file.write(_CHUNK_HEADER.pack(number | _SIZES, len(sizes)))
+                    self.index_file.write(sizes.tobytes())
+                del sizes[:]
+
+    def add_spans(self, chunk: bytes, bounds: np.ndarray, numbers: np.ndarray, first: int):
+        """Append a chunk's records (record k spans bounds[k]:bounds[k + 1], original index
+        first + k) to the segments `numbers` gives them (_DROPPED: none): per segment, its
+        records that lie together in the chunk are copied as one slice."""
+        positions = np.flatnonzero(numbers != _DROPPED)
+        order = positions[np.argsort(numbers[positions], kind="stable")]
+        if not len(order):
+            return
+        ordered_numbers = numbers[order]
+        segment_starts = np.flatnonzero(np.diff(ordered_numbers, prepend=-1))
+        segment_ends = np.append(segment_starts[1:], len(order))
+        run_starts = np.flatnonzero(
+            (np.diff(order, prepend=-2) != 1) | (np.diff(ordered_numbers, prepend=-1) != 0)
+        )
+        run_ends = np.append(run_starts[1:], len(order))
+        # the chunk's records in segment order, one slice per run, then a slice per segment
+        view = memoryview(chunk)
+        regrouped = memoryview(
+            b"".join(
+                [
+                    view[start:end]
+                    for start, end in zip(
+                        bounds[order[run_starts]].tolist(),
+                        bounds[order[run_ends - 1] + 1].tolist(),
+                        strict=True,
+                    )
+                ]
+            )
+        )
+        sizes = bounds[order + 1] - bounds[order]
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        indices = (order + first).astype(np.uint64)
+        sizes = sizes.astype(np.uint32)
+        for number, start, end, byte_start, byte_end in zip(
+            ordered_numbers[segment_starts].tolist(),
+            segment_starts.tolist(),
+            segment_ends.tolist(),
+            offsets[segment_starts].tolist(),
+            offsets[segment_ends].tolist(),
+            strict=True,
+        ):
+            buffer = self.buffers.get(number)
+            if buffer is None:
+                buffer = self.start(number)
+            buffer += regrouped[byte_start:byte_end]
+            self.indices[number].frombytes(indices[start:end].tobytes())
+            self.record_sizes[number].frombytes(sizes[start:end].tobytes())
 
     def close(self) -> None:
         while self.open_files:
@@ -567,16 +750,14 @@ def split_capture(
     param: int | str | None = None,
     bpf: str | None = None,
     index_path: str | os.PathLike[str] | None = None,
-    parallel: bool | None = None,
     route: Callable[[bytes, int], int | None] | None = None,
 ) -> SegmentList:
     """Split a capture into one file per segment in `output_dir`, in the input's format.
 
     `bpf` (PcapSplitter's -i) keeps only matching packets. With `index_path`, a segment index
     (see SegmentIndex) is written there: the original index of every packet of every segment,
-    which `assemble` needs to restore the original order. `parallel` decodes packets in a
-    forked helper process while this one writes (default: for pcap inputs of 32 MB or more,
-    on a machine with two cores or more); the result is the same either way. Raises
+    which `assemble` needs to restore the original order (for pcap input, with each record's
+    size, so assemblage copies runs of records without reading their headers). Raises
     SplitError (bad method, parameter, BPF or output folder) or CaptureError (a malformed
     input; the files written so far are removed).
 
@@ -586,10 +767,11 @@ def split_capture(
     every packet, so its numbering is the same with or without a route.
     """
     value = split_param_parse(method, param)
+    keep_freed_memory()
     output = Path(output_dir)
     if not output.is_dir():
         raise SplitError(f"output folder '{output}' does not exist")
-    with capture_open(input_path) as reader:
+    with capture_open(input_path, buffer_size=_READ_BYTES) as reader:
         linktype = reader.linktype if reader.linktype is not None else 1
         for expression in (bpf, value if method == "bpf-filter" else None):
             if expression is not None:
@@ -610,15 +792,9 @@ def split_capture(
         assigner = _assigner(method, value)
         number_of = assigner.number if route is None else _routed(assigner.number, route)
         prefilter = _BpfMatcher(bpf).matches if bpf is not None else None
-        if parallel is None:
-            parallel = _parallel_worthwhile(reader)
         try:
-            if reader.format == "pcap" and parallel and _CAN_FORK:
-                number_record = _record_numberer(assigner, number_of)
-                _split_pcap_records_in_parallel(reader, number_record, prefilter, files)
-            elif reader.format == "pcap":
-                number_record = _record_numberer(assigner, number_of)
-                _split_pcap_records(reader, number_record, prefilter, files)
+            if reader.format == "pcap":
+                _split_pcap(reader, assigner, number_of, prefilter, files)
             else:
                 _split_packets(reader, number_of, prefilter, files)
             files.flush()
@@ -632,6 +808,7 @@ def split_capture(
 
 
 ROUTED_BASE = 1 << 30  # numbers from here up are segments a route gathers
+_DROPPED = 0xFFFFFFFF  # the number of a record the pre-filter drops
 # ethertype, version and header length, fragment field, protocol of an IPv4 packet over
 # Ethernet, read from a pcap record (16-byte record header first)
 _RECORD_IPV4_HEAD = Struct("!HB5xHxB").unpack_from
@@ -662,136 +839,45 @@ def _routed(number_of, route):
     return number
 
 
-def _split_pcap_records(reader, number_of, prefilter, files: _SegmentFiles) -> None:
-    """The split loop for pcap input: records are copied whole, header included, so a
-    segment holds the input's bytes; no Packet is built (this loop is the engine's hot path)."""
+def _split_pcap(reader, assigner, number_of, prefilter, files: _SegmentFiles) -> None:
+    """The split loop for pcap input, a chunk read at a time: each record's segment number,
+    then the records copied into their segments whole (header included, so a segment holds
+    the input's bytes), runs of them at once. The connection method numbers a chunk with
+    numpy (`number_spans`); the others, a route or a pre-filter number record by record."""
     linktype = reader.linktype
-    buffers = files.buffers
-    indices = files.indices
-    start = files.start
+    spans = getattr(assigner, "number_spans", None)
+    if number_of != assigner.number or prefilter is not None:
+        spans = None
+    number_record = _record_numberer(assigner, number_of)
+    first = 0
     pending = 0
-    index = -1
-    for batch in reader.pcap_records():
-        for record in batch:
-            index += 1
-            if prefilter is not None and not prefilter(record[16:], linktype):
-                continue
-            number = number_of(record, linktype)
-            buffer = buffers.get(number)
-            if buffer is None:
-                buffer = start(number)
-            buffer += record
-            indices[number].append(index)
-        pending += sum(map(len, batch))
+    for chunk, bounds in reader.pcap_spans():
+        edges = np.array(bounds, dtype=np.int64)
+        if spans is not None:
+            numbers = spans(chunk, edges, linktype)
+        else:
+            numbers = np.array(
+                _numbers_one_by_one(chunk, bounds, linktype, number_record, prefilter),
+                dtype=np.int64,
+            )
+        files.add_spans(chunk, edges, numbers, first)
+        first += len(bounds) - 1
+        pending += bounds[-1] - bounds[0]
         if pending >= _FLUSH_BYTES:
             files.flush()
             pending = 0
 
 
-_CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
-_PARALLEL_MIN_BYTES = 32 << 20
-_DROPPED = 0xFFFFFFFF  # the number a helper gives a packet the pre-filter drops
-
-
-def _parallel_worthwhile(reader: CaptureReader) -> bool:
-    """Two processes pay off on large pcap inputs when a second core is there."""
-    if reader.format != "pcap" or (os.cpu_count() or 1) < 2:
-        return False
-    if threading.active_count() > 1:
-        # Forking a process that runs other threads (a server, a worker with its heartbeat)
-        # can deadlock the child on a lock one of them held; only single-threaded callers
-        # such as `manage.py segment` get the helper process by default.
-        return False
-    try:
-        return os.stat(reader.path).st_size >= _PARALLEL_MIN_BYTES
-    except OSError:  # pragma: no cover - it was just opened
-        return False
-
-
-def _number_batches(path: str, number_of, prefilter, sender) -> None:
-    """In the helper process: each record's segment number, a message per batch of records.
-
-    The helper reads the file on its own (through its own descriptor) in the same batches as
-    the writing process, so the two stay in step without sending packet bytes.
-    """
-    try:
-        with capture_open(path) as reader:
-            linktype = reader.linktype
-            for batch in reader.pcap_records():
-                numbers = array("I")
-                append = numbers.append
-                for record in batch:
-                    if prefilter is not None and not prefilter(record[16:], linktype):
-                        append(_DROPPED)
-                    else:
-                        append(number_of(record, linktype))
-                sender.send_bytes(b"N" + numbers.tobytes())
-        sender.send_bytes(b"D")
-    except BaseException as exc:  # reported to the writing process, which raises
-        sender.send_bytes(b"E" + f"{type(exc).__name__}: {exc}".encode())
-    finally:
-        sender.close()
-
-
-def _split_pcap_records_in_parallel(reader, number_of, prefilter, files: _SegmentFiles) -> None:
-    """The pcap split loop with the decoding done in a forked helper: this process copies
-    records while the helper numbers the next batch (both cores busy)."""
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    helper = context.Process(
-        target=_number_batches,
-        args=(reader.path, number_of, prefilter, sender),
-        name="segment-numbering",
-        daemon=True,
-    )
-    helper.start()
-    sender.close()
-    try:
-        _write_numbered_records(reader, receiver, files)
-    finally:
-        receiver.close()
-        if helper.is_alive():
-            helper.terminate()
-        helper.join()
-
-
-def _write_numbered_records(reader, receiver, files: _SegmentFiles) -> None:
-    buffers = files.buffers
-    indices = files.indices
-    start = files.start
-    pending = 0
-    index = -1
-    for batch in reader.pcap_records():
-        message = _receive(receiver)
-        if message[:1] != b"N":
-            raise SplitError(f"the numbering helper failed: {message[1:].decode()}")
-        numbers = array("I")
-        numbers.frombytes(message[1:])
-        if len(numbers) != len(batch):  # pragma: no cover - both read the same file alike
-            raise SplitError("the numbering helper lost step with the input")
-        for record, number in zip(batch, numbers, strict=True):
-            index += 1
-            if number == _DROPPED:
-                continue
-            buffer = buffers.get(number)
-            if buffer is None:
-                buffer = start(number)
-            buffer += record
-            indices[number].append(index)
-        pending += sum(map(len, batch))
-        if pending >= _FLUSH_BYTES:
-            files.flush()
-            pending = 0
-    message = _receive(receiver)
-    if message[:1] != b"D":
-        raise SplitError(f"the numbering helper failed: {message[1:].decode()}")
-
-
-def _receive(receiver) -> bytes:
-    try:
-        return receiver.recv_bytes()
-    except EOFError:
-        return b"Eit ended without a word (killed?)"
+def _numbers_one_by_one(chunk, bounds, linktype, number_record, prefilter) -> list[int]:
+    numbers = []
+    append = numbers.append
+    for start, end in zip(bounds, islice(bounds, 1, None), strict=False):
+        record = chunk[start:end]
+        if prefilter is not None and not prefilter(record[16:], linktype):
+            append(_DROPPED)
+        else:
+            append(number_record(record, linktype))
+    return numbers
 
 
 def _split_packets(reader, number_of, prefilter, files: _SegmentFiles) -> None:

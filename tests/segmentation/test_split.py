@@ -15,6 +15,7 @@ from segmentation.split import (
     METHODS,
     SegmentIndex,
     SplitError,
+    bpf_prefilter,
     segment_assign,
     split_capture,
     split_param_parse,
@@ -609,43 +610,133 @@ def test_assemble_refuses_indices_that_disagree_or_repeat(tmp_path):
             )
 
 
-# -- the two-process paths give the same result ---------------------------------------------
+# -- the chunked pcap paths: numbering a chunk at once, copying runs of records --------------
 
 
+def _pcap_of(frames: list[bytes], path: Path) -> Path:
+    with open(path, "wb") as file:
+        writer = dpkt.pcap.Writer(file, linktype=1)
+        for k, frame in enumerate(frames):
+            writer.writepkt(frame, ts=1_700_000_000 + k / 1000)
+    return path
+
+
+def _vlan(frame: bytes, tag: int = 7) -> bytes:
+    """The Ethernet frame with an 802.1Q tag inserted after the addresses."""
+    return frame[:12] + struct.pack("!HH", 0x8100, tag) + frame[12:]
+
+
+def _split_numbers(path: Path, tmp_path: Path, method: str, param=None) -> list[int]:
+    segments, index = _split(path, tmp_path, method, param)
+    where = _segment_of_each_packet(path, segments, index)
+    return [where[position] for position in sorted(where)]
+
+
+def _assigned_numbers(path: Path, method: str, param=None) -> list[int]:
+    """Packet by packet, through `segment_assign` (no chunk, no numpy)."""
+    with capture_open(path) as reader:
+        return [n for _p, n in segment_assign(reader, method=method, param=param)]
+
+
+@pytest.mark.parametrize("read_bytes", [4096, 20000, 1 << 20])
+@pytest.mark.parametrize("param", [None, 5])
 @pytest.mark.parametrize(
-    ("method", "param", "bpf"),
-    [("connection", None, None), ("client-port", 3, "tcp or udp"), ("round-robin", 5, "tcp")],
+    "name", ["many-protocols.pcap", "http-packets.pcap", "VlanPackets.pcap", "sll.pcap"]
 )
-def test_splitting_with_a_helper_process_writes_the_same_segments(method, param, bpf, tmp_path):
-    results = {}
-    for parallel in (False, True):
-        output = tmp_path / str(parallel)
-        output.mkdir()
-        segments = split_capture(
-            MANY,
-            output,
-            method=method,
-            param=param,
-            bpf=bpf,
-            index_path=output / "index",
-            parallel=parallel,
-        )
-        results[parallel] = {path.name: path.read_bytes() for path in output.iterdir()}
-        assert segments.packets_read == len(_originals(MANY))
-    assert results[True] == results[False]
+def test_connection_numbers_by_chunk_equal_numbers_packet_by_packet(
+    name, param, read_bytes, tmp_path, monkeypatch
+):
+    # small reads put connections, SYNs and the packets after them across chunk boundaries
+    monkeypatch.setattr("segmentation.split._READ_BYTES", read_bytes)
+    path = DATA / name
+    assert _split_numbers(path, tmp_path, "connection", param) == _assigned_numbers(
+        path, "connection", param
+    )
 
 
-def test_a_malformed_capture_fails_the_same_with_a_helper_process(tmp_path):
-    cut = tmp_path / "cut.pcap"
-    cut.write_bytes(MANY.read_bytes()[:1_500_000])
-    (tmp_path / "out").mkdir()
-    errors = []
-    for parallel in (False, True):
-        with pytest.raises(CaptureError) as caught:
-            split_capture(cut, tmp_path / "out", method="connection", parallel=parallel)
-        errors.append((caught.value.record, caught.value.offset))
-    assert errors[0] == errors[1]
-    assert list((tmp_path / "out").iterdir()) == []
+def test_connection_numbers_by_chunk_follow_syns_and_tagged_packets_of_a_connection(tmp_path):
+    """In one chunk: a 5-tuple reused after a SYN, repeated SYNs, and the same connection
+    seen untagged (numbered with numpy) and through a VLAN tag (decoded one by one)."""
+    other = bytes([10, 0, 0, 3])
+    frames = [
+        _tcp(CLIENT, SERVER, 40000, 80, SYN),
+        _tcp(CLIENT, other, 40001, 443, SYN),
+        _tcp(CLIENT, SERVER, 40000, 80, SYN),  # repeated: the same connection
+        _tcp(SERVER, CLIENT, 80, 40000, SYN | ACK),
+        _vlan(_tcp(CLIENT, SERVER, 40000, 80, ACK)),
+        _tcp(CLIENT, SERVER, 40000, 80, ACK),
+        _vlan(_tcp(CLIENT, SERVER, 40000, 80, SYN)),  # reused, seen through the tag
+        _tcp(SERVER, CLIENT, 80, 40000, SYN | ACK),  # belongs to the new connection
+        _tcp(other, CLIENT, 443, 40001, ACK),
+        _udp(CLIENT, SERVER, 40000, 80),
+        _tcp(CLIENT, SERVER, 40000, 80, ACK),
+        _tcp(CLIENT, SERVER, 40000, 80, SYN),  # reused again, untagged
+        _tcp(CLIENT, SERVER, 40000, 80, ACK),
+        # a connection only ever seen untagged: SYN, ACK, then the 5-tuple reused
+        _tcp(CLIENT, other, 40002, 22, SYN),
+        _tcp(other, CLIENT, 22, 40002, ACK),
+        _tcp(CLIENT, other, 40002, 22, SYN),
+        _tcp(CLIENT, other, 40002, 22, ACK),
+    ]
+    path = _pcap_of(frames, tmp_path / "syns.pcap")
+    expected = [1, 2, 1, 1, 1, 1, 3, 3, 2, 4, 3, 5, 5, 6, 6, 7, 7]
+    assert _assigned_numbers(path, "connection") == expected
+    assert _split_numbers(path, tmp_path / "split", "connection") == expected
+
+
+def test_other_methods_a_route_and_a_prefilter_number_chunks_record_by_record(tmp_path):
+    segments, index = _split(MANY, tmp_path, "client-port", 3, bpf="tcp or udp")
+    where = _segment_of_each_packet(MANY, segments, index)
+    with capture_open(MANY) as reader:
+        kept = bpf_prefilter(reader, "tcp or udp")
+        assigned = {p.index: n for p, n in segment_assign(kept, method="client-port", param=3)}
+    assert where == assigned
+
+
+def test_the_index_records_each_records_size_for_pcap_input(tmp_path):
+    segments, index = _split(MANY, tmp_path, "connection", 4)
+    for segment in segments:
+        with capture_open(segment.path) as reader:
+            sizes = [16 + len(packet.data) for packet in reader]
+        assert list(index.sizes(segment.number)) == sizes
+    segments, index = _split(DATA / "pcapng-example.pcapng", tmp_path / "ng", "connection")
+    assert index.sizes(segments[0].number) is None  # re-encoded: sizes are not the input's
+
+
+@pytest.mark.parametrize("name", ["many-protocols.pcap", "DnsPackets.pcap"])
+def test_assembly_of_many_parts_goes_through_the_heap_and_gives_the_input_back(name, tmp_path):
+    path = DATA / name
+    segments, _index = _split(path, tmp_path, "connection")  # one file per connection
+    assert len(segments) > 64  # more parts than the windowed merge takes
+    output = tmp_path / "assembled.pcap"
+    with capture_open(path) as like:
+        assemble_segments(segments, tmp_path / "segments.idx", output, like=like)
+    assert output.read_bytes() == path.read_bytes()
+
+
+def test_assembly_with_sizes_refuses_a_segment_that_changed_since_the_split(tmp_path):
+    segments, _index = _split(MANY, tmp_path, "connection", 2)
+    target = segments[1].path
+    original = target.read_bytes()
+    output = tmp_path / "assembled.pcap"
+    # a record's captured length no longer what the split wrote
+    changed = bytearray(original)
+    changed[24 + 8] ^= 0x01
+    target.write_bytes(bytes(changed))
+    with capture_open(MANY) as like, pytest.raises(CaptureError, match="disagrees"):
+        assemble_segments(segments, tmp_path / "segments.idx", output, like=like)
+    # one record more, or one fewer
+    with capture_open(target) as reader:
+        first = next(iter(reader))
+    extra = first.header + first.data
+    for content, message in ((original + extra, "more records"), (original[:-20], "fewer")):
+        target.write_bytes(content)
+        with capture_open(MANY) as like, pytest.raises(CaptureError, match=message):
+            assemble_segments(segments, tmp_path / "segments.idx", output, like=like)
+    target.write_bytes(original)
+    with capture_open(MANY) as like:
+        assemble_segments(segments, tmp_path / "segments.idx", output, like=like)
+    assert output.read_bytes() == MANY.read_bytes()
 
 
 def test_assembly_reports_indices_that_disagree_or_repeat(tmp_path):
