@@ -1,8 +1,9 @@
-"""The shared kernel: users, organizations, memberships, invitations, API keys, idempotency
-records, the audit log and task leases."""
+"""The shared kernel: users, organizations, memberships, invitations, client devices, API keys,
+idempotency records, the audit log and task leases."""
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -169,6 +170,52 @@ class Invitation(models.Model):
 
     def __str__(self):
         return f"Invitation of {self.email} to {self.organization}"
+
+
+# E.164: a plus, a country code that does not start with 0, at most 15 digits in all
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+e164_validate = RegexValidator(
+    E164_PATTERN,
+    "Enter the number in E.164 form: a plus, the country code, then the number, digits only "
+    "(at most 15), for example +14155550123.",
+    code="invalid_e164",
+)
+
+
+class ClientDevice(models.Model):
+    """A recipient's device that requests communications service (and, later, holds seats):
+    a name, an identifier of the organization's choosing, optionally a telephone number."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="client_devices"
+    )
+    name = models.CharField(max_length=100)
+    identifier = models.CharField(
+        max_length=100, help_text="Your own identifier for it: a serial number, an IMEI, a host."
+    )
+    phone_number = models.CharField(
+        "telephone number (E.164)", max_length=16, blank=True, validators=[e164_validate]
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "identifier"],
+                name="client_device_unique_identifier",
+                violation_error_message="Your organization already has a device with this "
+                "identifier.",
+            ),
+            models.CheckConstraint(
+                condition=Q(phone_number="") | Q(phone_number__regex=E164_PATTERN),
+                name="client_device_phone_e164",
+                violation_error_message="The telephone number is not in E.164 form.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.identifier})"
 
 
 class ApiKeyScope(models.TextChoices):

@@ -2,7 +2,14 @@
 
 from django.db.models import QuerySet
 
-from marketplace.models import MANAGING_ROLES, ApiKey, Invitation, Membership, Organization
+from marketplace.models import (
+    MANAGING_ROLES,
+    ApiKey,
+    ClientDevice,
+    Invitation,
+    Membership,
+    Organization,
+)
 
 
 def memberships_of(*, user) -> QuerySet[Membership]:
@@ -43,3 +50,7 @@ def invitations_pending(*, organization: Organization) -> QuerySet[Invitation]:
 
 def api_keys_of(*, organization: Organization) -> QuerySet[ApiKey]:
     return organization.api_keys.select_related("created_by")
+
+
+def client_devices_of(*, organization: Organization) -> QuerySet[ClientDevice]:
+    return ClientDevice.objects.filter(organization=organization).order_by("name", "pk")

@@ -1,4 +1,5 @@
-"""Writes of the shared kernel: sign-up, organizations, invitations, API keys, the audit log."""
+"""Writes of the shared kernel: sign-up, organizations, invitations, client devices, API keys,
+the audit log."""
 
 import hashlib
 import secrets
@@ -16,6 +17,7 @@ from marketplace.models import (
     ApiKey,
     ApiKeyScope,
     AuditLogEntry,
+    ClientDevice,
     IdempotencyRecord,
     Invitation,
     Membership,
@@ -274,3 +276,26 @@ def idempotency_records_delete_expired(*, older_than_hours: int = IDEMPOTENCY_RE
     cutoff = timezone.now() - timedelta(hours=older_than_hours)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def client_device_register(
+    *, organization: Organization, name: str, identifier: str, phone_number: str = ""
+) -> ClientDevice:
+    """Register a client device of a recipient; ValidationError (per field) when the name or
+    identifier is empty, the identifier is taken, or the number is not E.164."""
+    if not organization.is_recipient:
+        raise ValidationError("Only recipients (buyers) register client devices.")
+    device = ClientDevice(
+        organization=organization,
+        name=name.strip(),
+        identifier=identifier.strip(),
+        phone_number=phone_number.strip().replace(" ", ""),
+    )
+    device.full_clean()
+    device.save()
+    return device
+
+
+def client_device_remove(*, device: ClientDevice) -> None:
+    """Forget a device; its past service requests keep their record, without the device."""
+    device.delete()

@@ -147,6 +147,14 @@ JOBS_QUEUE = env.str("JOBS_QUEUE", default="default")
 SLA_GRACE_SECONDS = env.float("SLA_GRACE_SECONDS", default=5.0)
 # A job unchanged this long gets its next step queued again (lost after a worker died).
 JOB_STALL_SECONDS = env.float("JOB_STALL_SECONDS", default=60.0)
+# Service requests: how long a negotiation (a reverse auction among the providers that
+# answered) stays open unless the recipient says otherwise.
+NEGOTIATION_SECONDS = env.float("NEGOTIATION_SECONDS", default=600.0)
+# Outbound webhooks to providers: how long to wait for a receiver (per network step), the
+# first retry delay (doubled after each failure), and the attempts before a delivery gives up.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=2.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)

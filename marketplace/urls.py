@@ -27,6 +27,7 @@ urlpatterns = [
     path("providers/", include("providers.urls")),
     path("auctions/", include("auctions.urls")),
     path("jobs/", include("segmentation.urls")),
+    path("requests/", include("segmentation.request_urls")),
     path("console/", console_site.urls),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api.urls")),

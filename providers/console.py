@@ -4,16 +4,35 @@ object of another provider is a 404, never a redirect that would confirm it exis
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
 
 from marketplace.models import MANAGING_ROLES
 from marketplace.selectors import membership_get
-from providers.models import Network, Offer, ProviderProfile, RoutingPath, RoutingPathHop
+from providers.models import (
+    Network,
+    Offer,
+    ProviderProfile,
+    RoutingPath,
+    RoutingPathHop,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from providers.services import (
+    webhook_endpoint_create,
+    webhook_endpoint_deactivate,
+    webhook_endpoint_secret_rotate,
+)
 
 
 def console_provider(request) -> ProviderProfile | None:
@@ -256,6 +275,192 @@ class ProviderProfileConsoleAdmin(admin.ModelAdmin):
         return console_can_manage(request)
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- Webhooks ---------------------------------------------------------------------------------
+
+
+@admin.register(WebhookEndpoint, site=console_site)
+class WebhookEndpointConsoleAdmin(ProviderScopedAdmin):
+    """The provider's webhook endpoints. Owners and admins add them, see and rotate their
+    signing secrets and deactivate them; members see them without the secret. An endpoint is
+    not edited or deleted: its delivery log stays, a new URL is a new endpoint."""
+
+    change_form_template = "console/webhooks/endpoint_change_form.html"
+    list_display = ["url", "description", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["url", "description"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["url", "description"]
+        secret = "signing_secret" if console_can_manage(request) else "signing_secret_hidden"
+        return ["url", "description", "is_active", "created_at", secret, "signature_help"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description="signing secret")
+    def signing_secret(self, obj):
+        return format_html("<code>{}</code>", obj.secret)
+
+    @admin.display(description="signing secret")
+    def signing_secret_hidden(self, obj):
+        return "Shown to your organization's owners and admins."
+
+    @admin.display(description="how to verify")
+    def signature_help(self, obj):
+        return mark_safe(
+            "Each POST carries <code>Segment-Exchange-Signature: t=&lt;unix seconds&gt;,"
+            "v1=&lt;hex&gt;</code>: HMAC-SHA256 with this secret over <code>t</code>, a dot and "
+            "the raw body. Refuse it if it does not match or <code>t</code> is more than five "
+            "minutes away; answer 2xx once you have the event "
+            "(<code>Segment-Exchange-Delivery</code> is its id, the same on every retry)."
+        )
+
+    def save_model(self, request, obj, form, change):
+        # Only adding reaches here (the page of an endpoint is read-only).
+        created = webhook_endpoint_create(
+            provider=console_provider(request),
+            url=obj.url,
+            description=obj.description,
+            actor=request.user,
+        )
+        obj.pk, obj.secret, obj.created_at = created.pk, created.secret, created.created_at
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # To the endpoint's page, where its secret is.
+        self.message_user(
+            request,
+            "Endpoint added. Verify each webhook with the signing secret below.",
+            messages.SUCCESS,
+        )
+        return redirect("console:providers_webhookendpoint_change", obj.pk)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        own = [
+            path(
+                "<path:object_id>/rotate-secret/",
+                self.admin_site.admin_view(self.rotate_secret_view),
+                name="{}_{}_rotate_secret".format(*info),
+            ),
+            path(
+                "<path:object_id>/deactivate/",
+                self.admin_site.admin_view(self.deactivate_view),
+                name="{}_{}_deactivate".format(*info),
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _managed_endpoint(self, request, object_id) -> WebhookEndpoint:
+        endpoint = self.get_object(request, unquote(object_id))  # 404 if not the provider's
+        if not console_can_manage(request):
+            raise PermissionDenied
+        return endpoint
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_manage": console_can_manage(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @method_decorator(require_POST)
+    def rotate_secret_view(self, request, object_id):
+        endpoint = self._managed_endpoint(request, object_id)
+        webhook_endpoint_secret_rotate(endpoint=endpoint, actor=request.user)
+        self.message_user(
+            request,
+            "New signing secret. Webhooks are signed with it from now on, the old one no longer.",
+            messages.SUCCESS,
+        )
+        return redirect("console:providers_webhookendpoint_change", endpoint.pk)
+
+    @method_decorator(require_POST)
+    def deactivate_view(self, request, object_id):
+        endpoint = self._managed_endpoint(request, object_id)
+        webhook_endpoint_deactivate(endpoint=endpoint, actor=request.user)
+        self.message_user(
+            request,
+            "Endpoint deactivated: nothing more is sent to it.",
+            messages.WARNING,
+        )
+        return redirect("console:providers_webhookendpoint_change", endpoint.pk)
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "at", "status_code", "error", "duration_ms"]
+    readonly_fields = fields
+
+    def has_view_permission(self, request, obj=None):
+        return console_provider(request) is not None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery, site=console_site)
+class WebhookDeliveryConsoleAdmin(ProviderScopedAdmin):
+    """The delivery log of the provider's endpoints: read-only, every attempt listed."""
+
+    provider_field = "endpoint__provider"
+    list_display = [
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error_short",
+        "created_at",
+        "delivered_at",
+        "next_attempt_at",
+    ]
+    list_filter = ["status", "event"]
+    search_fields = ["event", "event_id", "endpoint__url"]
+    fields = [
+        "event",
+        "event_id",
+        "endpoint",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "payload",
+    ]
+    readonly_fields = fields
+    inlines = [WebhookAttemptInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("endpoint")
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return obj.last_error if len(obj.last_error) <= 80 else f"{obj.last_error[:79]}…"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     def has_delete_permission(self, request, obj=None):

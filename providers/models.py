@@ -1,9 +1,18 @@
-"""Providers: their profile and verification, networks, routing paths and offers."""
+"""Providers: their profile and verification, networks, routing paths, offers and the
+endpoints that receive the exchange's webhooks."""
+
+import ipaddress
+import secrets
+import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from marketplace.models import Organization
 from marketplace.money import CURRENCY_CHOICES, currency_validate
@@ -206,3 +215,167 @@ class Offer(models.Model):
 
     def __str__(self):
         return f"{self.get_service_display()} by {self.provider}"
+
+
+# --- Outbound webhooks ---------------------------------------------------------------------------
+
+
+def webhook_secret_generate() -> str:
+    """A new signing secret: 32 random bytes, URL-safe, with a prefix that says what it is."""
+    return f"whsec_{secrets.token_urlsafe(32)}"
+
+
+def webhook_url_validate(value: str) -> None:
+    """https to anywhere; plain http only to this machine or a private network (a receiver
+    under development), never across the internet where the body could be read in transit."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValidationError("A webhook URL starts with https:// (or http:// for development).")
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    # Link-local (169.254.x, where clouds answer metadata requests) and 0.0.0.0 count as
+    # private to `ipaddress` but are no place for a receiver.
+    if (
+        address is None
+        or not (address.is_loopback or address.is_private)
+        or address.is_link_local
+        or address.is_unspecified
+    ):
+        raise ValidationError(
+            "Plain http:// is only for a receiver on this machine or a private network "
+            "(localhost, 127.0.0.1, 10.x, 192.168.x, ...); use https:// anywhere else."
+        )
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of a provider that receives the exchange's events (SPEC §5.1), each POST signed
+    with this endpoint's secret. The secret is stored as it is, since we sign with it."""
+
+    provider = models.ForeignKey(
+        ProviderProfile, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField("URL", max_length=500, validators=[webhook_url_validate])
+    description = models.CharField(max_length=200, blank=True)
+    secret = models.CharField(max_length=100, default=webhook_secret_generate, editable=False)
+    is_active = models.BooleanField("active", default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "url"]
+        verbose_name = "webhook endpoint"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "url"],
+                name="webhookendpoint_unique_url_per_provider",
+                violation_error_message="You already have a webhook endpoint with this URL.",
+            ),
+            models.CheckConstraint(
+                condition=Q(url__startswith="https://") | Q(url__startswith="http://"),
+                name="webhookendpoint_url_http",
+                violation_error_message="A webhook URL starts with https:// or http://.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(secret=""),
+                name="webhookendpoint_has_secret",
+                violation_error_message="A webhook endpoint needs a signing secret.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.url
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """One event sent to one endpoint, tried until it answers 2xx or the attempts run out.
+
+    While pending, `next_attempt_at` is when the next attempt is due; during an attempt it is
+    pushed past the attempt's time-out, so that a second run of the task leaves it alone and
+    an attempt whose worker died is tried again once it passes. `enqueued_at` is when a task
+    was last queued for it, so the sweep queues each due attempt once."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.CharField(max_length=100)
+    event_id = models.UUIDField("event id", default=uuid.uuid4, editable=False)
+    payload = models.JSONField(encoder=DjangoJSONEncoder)
+    status = models.CharField(
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="webhookdelivery_due_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["event_id"], name="webhookdelivery_unique_event_id"),
+            models.CheckConstraint(
+                condition=Q(status__in=WebhookDeliveryStatus.values),
+                name="webhookdelivery_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=WebhookDeliveryStatus.DELIVERED)
+                | Q(delivered_at__isnull=False),
+                name="webhookdelivery_delivered_has_time",
+                violation_error_message="A delivered webhook records when it was delivered.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=WebhookDeliveryStatus.PENDING)
+                | Q(next_attempt_at__isnull=False),
+                name="webhookdelivery_pending_has_next_attempt",
+                violation_error_message="A pending webhook delivery has a next attempt time.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.event} {self.event_id} → {self.endpoint}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery, for the console's log. An attempt under way has no
+    `duration_ms` yet."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()
+    at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        verbose_name = "webhook attempt"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "number"], name="webhookattempt_unique_number"
+            ),
+            models.CheckConstraint(condition=Q(number__gte=1), name="webhookattempt_number_from_1"),
+        ]
+
+    def __str__(self):
+        return f"attempt {self.number} of {self.delivery}"

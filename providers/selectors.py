@@ -3,7 +3,15 @@
 from django.db.models import Prefetch, QuerySet
 
 from marketplace.models import Organization
-from providers.models import Network, Offer, ProviderProfile, ProviderStatus, RoutingPath
+from providers.models import (
+    Network,
+    Offer,
+    ProviderProfile,
+    ProviderStatus,
+    RoutingPath,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 def providers_public() -> QuerySet[ProviderProfile]:
@@ -33,3 +41,17 @@ def routing_paths_of(*, provider: ProviderProfile) -> QuerySet[RoutingPath]:
 
 def offers_of(*, provider: ProviderProfile) -> QuerySet[Offer]:
     return provider.offers.all()
+
+
+def webhook_endpoints_of(*, provider: ProviderProfile) -> QuerySet[WebhookEndpoint]:
+    """The provider's webhook endpoints, active or not."""
+    return WebhookEndpoint.objects.filter(provider=provider)
+
+
+def webhook_deliveries_of(*, provider: ProviderProfile) -> QuerySet[WebhookDelivery]:
+    """The delivery log of the provider's endpoints, newest first, with each attempt."""
+    return (
+        WebhookDelivery.objects.filter(endpoint__provider=provider)
+        .select_related("endpoint")
+        .prefetch_related("attempt_log")
+    )

@@ -1,13 +1,20 @@
-"""Forms of the job pages: a new job (a lease, the split and pipeline or a saved profile, the
-capture) and a segmentation profile. They only parse what was typed; the services decide
-whether the job can run (`job_submit`) and say why not."""
+"""Forms of the job and service request pages: a new job (a lease, the split and pipeline or a
+saved profile, the capture), a segmentation profile, a service request, a provider's answer
+and quote, a client device. They only parse what was typed; the services decide and say why
+not."""
 
 import json
+from datetime import UTC
+from decimal import Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
-from segmentation.services import JobSpec
+from marketplace.money import CURRENCY_CHOICES, money_parse
+from segmentation.models import BillingPresentation
+from segmentation.processing import SERVICES as PROCESSING_SERVICES
+from segmentation.services import JobSpec, ProfilePlanning
 from segmentation.split import METHODS
 
 PIPELINE_EXAMPLE = (
@@ -169,8 +176,287 @@ class JobForm(JobSpecFields):
 
 
 class ProfileForm(JobSpecFields):
-    """A segmentation profile: a name for a split and pipeline to reuse."""
+    """A segmentation profile: a name for a split and pipeline to reuse, and what the planner
+    honours when the profile goes with a service request."""
 
     name = forms.CharField(label="Name", max_length=100)
+    blocked_providers = forms.TypedMultipleChoiceField(
+        label="Blocked providers",
+        coerce=int,
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 4}),
+        help_text="Never asked, never planned.",
+    )
+    blocked_networks = forms.TypedMultipleChoiceField(
+        label="Blocked networks",
+        coerce=int,
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 4}),
+        help_text="No planned path may cross them.",
+    )
+    min_provider_rating = forms.FloatField(
+        label="Minimum provider rating",
+        min_value=0,
+        max_value=5,
+        required=False,
+        help_text="0 to 5 stars; providers below it, or not rated yet, are not planned.",
+    )
+    prefer_highest_rated = forms.BooleanField(label="Prefer the highest rated", required=False)
+    cost_weight = forms.FloatField(
+        label="Time or cost",
+        min_value=0,
+        max_value=1,
+        initial=0,
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "0.05"}),
+        help_text="0: fastest first, then cheapest; 1: cheapest first, then fastest; between: "
+        "how much cost counts against time. Preferences and ratings count when cost has some "
+        "weight (at 0 every path runs at full speed).",
+    )
+    billing_presentation = forms.ChoiceField(
+        label="Statements",
+        choices=BillingPresentation.choices,
+        initial=BillingPresentation.CONSOLIDATED,
+        required=False,
+    )
 
     field_order = ["name"]
+
+    def __init__(self, *args, providers=(), networks=(), **kwargs):
+        super().__init__(*args, providers=providers, **kwargs)
+        provider_choices = [(provider.pk, provider.legal_name) for provider in providers]
+        network_choices = [
+            (network.pk, f"{network.name} ({network.provider.legal_name}, {network.region})")
+            for network in networks
+        ]
+        self.fields["blocked_providers"].choices = provider_choices
+        self.fields["blocked_networks"].choices = network_choices
+        for rank in range(1, PREFERRED_CHOICES + 1):
+            self.fields[f"preferred_{rank}"].label = f"Preferred provider, choice {rank}"
+            self.fields[f"weight_{rank}"] = _weight_field()
+            self.fields[f"network_{rank}"] = forms.TypedChoiceField(
+                label=f"Preferred network, choice {rank}",
+                choices=[("", "—"), *network_choices],
+                coerce=int,
+                empty_value=None,
+                required=False,
+            )
+            self.fields[f"network_weight_{rank}"] = _weight_field()
+
+    preferred_help = (
+        "Preferred providers: the planner favours them by their weight (0 to 1: the share of "
+        "cost or time you would give up for them); subcontracted packets go to the first that "
+        "offers every service, else to the cheapest provider that does."
+    )
+
+    def _ranked(self, field: str, weight: str, key: str) -> list[dict]:
+        ranked = []
+        for rank in range(1, PREFERRED_CHOICES + 1):
+            identifier = self.cleaned_data.get(f"{field}_{rank}")
+            if identifier is not None and identifier not in [r[key] for r in ranked]:
+                value = self.cleaned_data.get(f"{weight}_{rank}")
+                ranked.append({key: identifier, "weight": 1.0 if value is None else value})
+        return ranked
+
+    def preferred_providers(self) -> list[dict]:
+        return self._ranked("preferred", "weight", "provider")
+
+    def planning(self) -> ProfilePlanning:
+        return ProfilePlanning(
+            preferred_networks=self._ranked("network", "network_weight", "network"),
+            blocked_providers=self.cleaned_data["blocked_providers"],
+            blocked_networks=self.cleaned_data["blocked_networks"],
+            min_provider_rating=self.cleaned_data["min_provider_rating"],
+            prefer_highest_rated=self.cleaned_data["prefer_highest_rated"],
+            cost_weight=self.cleaned_data["cost_weight"] or 0.0,
+            billing_presentation=self.cleaned_data["billing_presentation"]
+            or BillingPresentation.CONSOLIDATED,
+        )
+
+    def preferred_rows(self):
+        """(provider field, its weight) per rank, for the template."""
+        return [
+            (self[f"preferred_{rank}"], self[f"weight_{rank}"])
+            for rank in range(1, PREFERRED_CHOICES + 1)
+        ]
+
+    def network_rows(self):
+        return [
+            (self[f"network_{rank}"], self[f"network_weight_{rank}"])
+            for rank in range(1, PREFERRED_CHOICES + 1)
+        ]
+
+    def planning_fields(self):
+        return [
+            self["blocked_providers"],
+            self["blocked_networks"],
+            self["min_provider_rating"],
+            self["prefer_highest_rated"],
+            self["cost_weight"],
+            self["billing_presentation"],
+        ]
+
+
+def _weight_field() -> forms.FloatField:
+    return forms.FloatField(
+        label="Weight",
+        min_value=0.01,
+        max_value=1,
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "1"}),
+    )
+
+
+# --- service requests --------------------------------------------------------------------------
+
+VOLUME_UNITS = [("MB", "MB"), ("GB", "GB"), ("TB", "TB")]
+VOLUME_FACTORS = {"MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+class ServiceRequestForm(forms.Form):
+    """A new service request: the volume and deadline, the services, the profile, and the
+    optional device, price limit, guaranteed rate and negotiation."""
+
+    profile = forms.TypedChoiceField(label="Segmentation profile", coerce=int)
+    volume = forms.DecimalField(
+        label="Data volume", min_value=Decimal("0.000001"), max_digits=18, decimal_places=6
+    )
+    volume_unit = forms.ChoiceField(label="Unit", choices=VOLUME_UNITS, initial="GB")
+    deadline = forms.DateTimeField(
+        label="Deadline (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="When all the data must have been carried.",
+    )
+    services = forms.MultipleChoiceField(
+        label="Processing services the providers must offer",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: those of the profile's pipeline.",
+    )
+    device = forms.TypedChoiceField(
+        label="From client device", coerce=int, empty_value=None, required=False
+    )
+    currency = forms.ChoiceField(label="Currency", choices=CURRENCY_CHOICES, initial="USD")
+    price_limit = forms.CharField(
+        label="Price limit",
+        required=False,
+        max_length=30,
+        help_text="The most you will pay for the whole volume; empty for no limit.",
+    )
+    sla_min_rate_mbps = forms.IntegerField(
+        label="Guaranteed minimum rate (Mbit/s)",
+        min_value=1,
+        required=False,
+        help_text="An SLA: the plan must carry the data at least this fast on average.",
+    )
+    negotiate = forms.BooleanField(
+        label="Negotiate",
+        required=False,
+        help_text="Ask the answering providers for better quotes.",
+    )
+
+    def __init__(self, *args, profiles=(), devices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["profile"].choices = [(p.pk, p.name) for p in profiles]
+        self.fields["device"].choices = [("", "None")] + [
+            (d.pk, f"{d.name} ({d.identifier})") for d in devices
+        ]
+        self.fields["services"].choices = [(name, name) for name in sorted(PROCESSING_SERVICES)]
+
+    def clean(self):
+        cleaned = super().clean()
+        volume, unit = cleaned.get("volume"), cleaned.get("volume_unit")
+        if volume is not None and unit:
+            cleaned["data_bytes"] = int(volume * VOLUME_FACTORS[unit])
+            if cleaned["data_bytes"] < 1:
+                self.add_error("volume", "The volume must be at least one byte.")
+        deadline = cleaned.get("deadline")
+        if deadline is not None and timezone.is_naive(deadline):
+            cleaned["deadline"] = timezone.make_aware(deadline, UTC)
+        cleaned["price_limit_minor"] = None
+        text = (cleaned.get("price_limit") or "").strip()
+        if text and cleaned.get("currency"):
+            try:
+                cleaned["price_limit_minor"] = money_parse(text, cleaned["currency"])
+            except ValidationError as error:
+                self.add_error("price_limit", error)
+        return cleaned
+
+
+class AvailabilityForm(forms.Form):
+    """A provider's answer: for each of its routing paths, the bandwidth available now (empty:
+    not offered), a price per GB, and how long the answer holds."""
+
+    price = forms.CharField(label="Price per GB", max_length=30)
+    valid_minutes = forms.IntegerField(
+        label="Holds for (minutes)", min_value=1, max_value=7 * 24 * 60, initial=30
+    )
+
+    def __init__(self, *args, paths=(), currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.fields["price"].help_text = f"In {currency}, e.g. 0.80."
+        self.paths = list(paths)
+        for path in self.paths:
+            self.fields[f"path_{path.pk}"] = forms.IntegerField(
+                label=f"{path.name}: bandwidth available (Mbit/s)",
+                min_value=1,
+                required=False,
+                help_text=f"Capacity {path.capacity_mbps} Mbit/s; empty: not offered.",
+            )
+
+    def path_fields(self):
+        return [self[f"path_{path.pk}"] for path in self.paths]
+
+    def clean(self):
+        cleaned = super().clean()
+        cleaned["offers"] = [
+            (path.pk, cleaned[f"path_{path.pk}"])
+            for path in self.paths
+            if cleaned.get(f"path_{path.pk}")
+        ]
+        if not cleaned["offers"] and not self.errors:
+            raise ValidationError("Give the bandwidth available on at least one path.")
+        text = cleaned.get("price")
+        if text:
+            try:
+                cleaned["price_per_gb_minor"] = money_parse(text, self.currency)
+            except ValidationError as error:
+                self.add_error("price", error)
+        return cleaned
+
+
+class QuoteForm(forms.Form):
+    price = forms.CharField(label="Your new price per GB", max_length=30)
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+
+    def clean_price(self) -> int:
+        return money_parse(self.cleaned_data["price"], self.currency)
+
+
+class NegotiationForm(forms.Form):
+    minutes = forms.IntegerField(
+        label="Quotes until (minutes from now)", min_value=1, max_value=24 * 60, initial=10
+    )
+
+
+class AcceptForm(forms.Form):
+    capture = forms.FileField(
+        label="Capture to carry", help_text="pcap or pcapng: the plan's providers segment it."
+    )
+
+
+class ClientDeviceForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=100)
+    identifier = forms.CharField(
+        label="Identifier", max_length=100, help_text="A serial number, an IMEI, a host name."
+    )
+    phone_number = forms.CharField(
+        label="Telephone number",
+        max_length=20,
+        required=False,
+        help_text="E.164, e.g. +14155550123; optional.",
+    )

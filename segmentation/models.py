@@ -1,21 +1,31 @@
-"""Jobs: a lease holder's capture segmented, its segments processed as work items by
-providers (the lease's, or a subcontractor), and the results assembled, with metering."""
+"""Segmentation: profiles; service requests, the providers' availability messages, plans and
+negotiation; jobs: a capture segmented, its segments processed as work items by providers (a
+lease's, the plan's, or a subcontractor), and the results assembled, with metering."""
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from auctions.models import Lease
-from marketplace.models import ApiKey, Organization
-from providers.models import ProviderProfile, WorkLocation
+from marketplace.models import ApiKey, ClientDevice, Organization
+from marketplace.money import CURRENCY_CHOICES, currency_validate
+from providers.models import ProviderProfile, RoutingPath, WorkLocation
 from segmentation.split import METHODS
 
 METHOD_CHOICES = [(method, method) for method in METHODS]
 
 
+class BillingPresentation(models.TextChoices):
+    CONSOLIDATED = "consolidated", "One statement for all providers"
+    PER_PROVIDER = "per_provider", "One statement per provider"
+
+
 class SegmentationProfile(models.Model):
-    """A recipient's saved choice of split method, parameter, BPF and processing pipeline,
-    with the providers it prefers for subcontracted work (in order)."""
+    """A recipient's saved choice of split method, parameter, BPF and processing pipeline, and
+    what the planner honours: preferred providers and networks (ordered, weighted), blocked
+    ones, a minimum rating, prefer-highest-rated, the time-or-cost balance; and how billing
+    presents the charges."""
 
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="segmentation_profiles"
@@ -30,7 +40,37 @@ class SegmentationProfile(models.Model):
     preferred_providers = models.JSONField(
         default=list,
         blank=True,
-        help_text="Provider ids in order of preference for subcontracted work.",
+        help_text='In order: [{"provider": id, "weight": 0..1}]. The planner favours them by '
+        "their weight; subcontracted work goes to the first that offers every service.",
+    )
+    preferred_networks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='In order: [{"network": id, "weight": 0..1}]: paths through them are favoured.',
+    )
+    blocked_providers = models.JSONField(
+        default=list, blank=True, help_text="Provider ids never planned nor asked."
+    )
+    blocked_networks = models.JSONField(
+        default=list, blank=True, help_text="Network ids no planned path may cross."
+    )
+    min_provider_rating = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(5)],
+        help_text="Providers rated below it (or not rated yet) are not planned.",
+    )
+    prefer_highest_rated = models.BooleanField(default=False)
+    cost_weight = models.FloatField(
+        "time or cost",
+        default=0.0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="0: fastest first, then cheapest; 1: cheapest first, then fastest; between: "
+        "the weight of cost against time. Preferences count only where cost has some weight "
+        "or where paths are not all needed at full speed.",
+    )
+    billing_presentation = models.CharField(
+        max_length=16, choices=BillingPresentation.choices, default=BillingPresentation.CONSOLIDATED
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -44,6 +84,17 @@ class SegmentationProfile(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(method__in=METHODS), name="segmentation_profile_method_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_weight__gte=0, cost_weight__lte=1),
+                name="segmentation_profile_cost_weight_range",
+                violation_error_message="The time-or-cost weight is between 0 and 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_provider_rating__isnull=True)
+                | Q(min_provider_rating__gte=0, min_provider_rating__lte=5),
+                name="segmentation_profile_min_rating_range",
+                violation_error_message="The minimum rating is between 0 and 5.",
             ),
         ]
 
@@ -80,6 +131,14 @@ class Job(models.Model):
     )
     profile = models.ForeignKey(
         SegmentationProfile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    plan = models.ForeignKey(
+        "Plan",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        help_text="The accepted plan of a service request: its providers share the segments.",
     )
     # the profile as it was when the job was submitted
     method = models.CharField(max_length=16, choices=METHOD_CHOICES)
@@ -179,6 +238,14 @@ class WorkItem(models.Model):
     provider = models.ForeignKey(
         ProviderProfile, on_delete=models.PROTECT, related_name="work_items"
     )
+    plan_line = models.ForeignKey(
+        "PlanLine",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="work_items",
+        help_text="The plan's provider and path this segment went to (planned jobs).",
+    )
     location = models.CharField(max_length=16, choices=WorkLocation.choices)
     steps = models.JSONField(default=list, blank=True)
     segment_path = models.CharField(max_length=500)
@@ -228,7 +295,14 @@ class UsageRecord(models.Model):
     """Metering: what one provider processed for one work item of a job under a lease."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="usage")
-    lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="usage")
+    lease = models.ForeignKey(
+        Lease,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        help_text="Empty for a planned job (its providers were chosen by a plan).",
+    )
     provider = models.ForeignKey(ProviderProfile, on_delete=models.PROTECT, related_name="usage")
     work_item = models.OneToOneField(WorkItem, on_delete=models.CASCADE, related_name="usage")
     kind = models.CharField(max_length=16, choices=WorkItemKind.choices)
@@ -260,3 +334,271 @@ class SlaBreach(models.Model):
 
     def __str__(self):
         return f"SLA breach on job {self.job_id}: {self.measured_mbps:.2f} < {self.guaranteed_mbps}"
+
+
+# --- service requests, availability, plans, negotiation ----------------------------------------
+
+
+class ServiceRequestStatus(models.TextChoices):
+    OPEN = "open", "Open to availability"
+    ACCEPTED = "accepted", "Plan accepted"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ServiceRequest(models.Model):
+    """A recipient's (or one of its client devices') request for communications service,
+    broadcast to every eligible provider, which answer with availability messages."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="service_requests"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    device = models.ForeignKey(
+        ClientDevice,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="service_requests",
+        help_text="The client device the request comes from, if any.",
+    )
+    profile = models.ForeignKey(
+        SegmentationProfile, on_delete=models.PROTECT, related_name="service_requests"
+    )
+    data_bytes = models.PositiveBigIntegerField("data volume (bytes)")
+    deadline = models.DateTimeField(help_text="When all the data must have been carried.")
+    services = models.JSONField(
+        default=list, blank=True, help_text="Processing services the providers must offer."
+    )
+    price_limit_minor = models.PositiveBigIntegerField(
+        "price limit (minor units)", null=True, blank=True
+    )
+    currency = models.CharField(
+        max_length=3, choices=CURRENCY_CHOICES, default="USD", validators=[currency_validate]
+    )
+    sla_min_rate_mbps = models.PositiveIntegerField(
+        "guaranteed minimum rate (Mbit/s)",
+        null=True,
+        blank=True,
+        help_text="An SLA: the plan must carry the data at least this fast on average.",
+    )
+    negotiate = models.BooleanField(
+        default=False, help_text="Ask the answering providers for better quotes before planning."
+    )
+    status = models.CharField(
+        max_length=16, choices=ServiceRequestStatus.choices, default=ServiceRequestStatus.OPEN
+    )
+    broadcast_to = models.ManyToManyField(
+        ProviderProfile, blank=True, related_name="service_requests_received"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ServiceRequestStatus.values),
+                name="service_request_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(data_bytes__gte=1),
+                name="service_request_volume_positive",
+                violation_error_message="The data volume must be at least one byte.",
+            ),
+            models.CheckConstraint(
+                condition=Q(sla_min_rate_mbps__isnull=True) | Q(sla_min_rate_mbps__gte=1),
+                name="service_request_sla_rate_positive",
+                violation_error_message="The guaranteed rate must be at least 1 Mbit/s.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Service request {self.pk}"
+
+
+class AvailabilityMessage(models.Model):
+    """A provider's answer to a service request: routing paths immediately available, the
+    bandwidth immediately available along each, a price per GB, and until when it holds."""
+
+    service_request = models.ForeignKey(
+        ServiceRequest, on_delete=models.CASCADE, related_name="availability"
+    )
+    provider = models.ForeignKey(
+        ProviderProfile, on_delete=models.PROTECT, related_name="availability_messages"
+    )
+    price_per_gb_minor = models.PositiveBigIntegerField("price per GB (minor units)")
+    currency = models.CharField(
+        max_length=3, choices=CURRENCY_CHOICES, validators=[currency_validate]
+    )
+    valid_until = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["service_request", "provider"], name="availability_request")
+        ]
+
+    def __str__(self):
+        return f"{self.provider} on request {self.service_request_id}"
+
+
+class AvailabilityPath(models.Model):
+    """One routing path of an availability message, with its bandwidth available now."""
+
+    message = models.ForeignKey(AvailabilityMessage, on_delete=models.CASCADE, related_name="paths")
+    path = models.ForeignKey(RoutingPath, on_delete=models.PROTECT, related_name="+")
+    bandwidth_mbps = models.PositiveIntegerField("bandwidth available (Mbit/s)")
+
+    class Meta:
+        ordering = ["message", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "path"],
+                name="availability_path_unique",
+                violation_error_message="A message names each path once.",
+            ),
+            models.CheckConstraint(
+                condition=Q(bandwidth_mbps__gte=1),
+                name="availability_path_bandwidth_positive",
+                violation_error_message="The bandwidth must be at least 1 Mbit/s.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.path.name}: {self.bandwidth_mbps} Mbit/s"
+
+
+class NegotiationStatus(models.TextChoices):
+    OPEN = "open", "Open to quotes"
+    CLOSED = "closed", "Closed"
+
+
+class Negotiation(models.Model):
+    """A reverse auction among the providers that answered a service request: each may quote
+    a lower price per GB until it closes (equal prices: the earlier quote ranks first); then
+    the request is planned again with the quotes."""
+
+    service_request = models.ForeignKey(
+        ServiceRequest, on_delete=models.CASCADE, related_name="negotiations"
+    )
+    status = models.CharField(
+        max_length=16, choices=NegotiationStatus.choices, default=NegotiationStatus.OPEN
+    )
+    invited = models.ManyToManyField(ProviderProfile, blank=True, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closes_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service_request"],
+                condition=Q(status="open"),
+                name="negotiation_one_open_per_request",
+                violation_error_message="A negotiation is already open for this request.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=NegotiationStatus.values), name="negotiation_status_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Negotiation {self.pk} on request {self.service_request_id}"
+
+
+class Quote(models.Model):
+    """A provider's lower price per GB in a negotiation, for its availability message."""
+
+    negotiation = models.ForeignKey(Negotiation, on_delete=models.CASCADE, related_name="quotes")
+    provider = models.ForeignKey(ProviderProfile, on_delete=models.PROTECT, related_name="+")
+    message = models.ForeignKey(
+        AvailabilityMessage, on_delete=models.CASCADE, related_name="quotes"
+    )
+    price_per_gb_minor = models.PositiveBigIntegerField("price per GB (minor units)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.provider}: {self.price_per_gb_minor} per GB"
+
+
+class Plan(models.Model):
+    """A computed scenario of segmentation, dispersion and assemblage for a service request:
+    its lines (provider, path, share), predicted time and cost, and the reason for each
+    choice; or, when infeasible, which constraint fails. The newest plan is the current one."""
+
+    service_request = models.ForeignKey(
+        ServiceRequest, on_delete=models.CASCADE, related_name="plans"
+    )
+    negotiation = models.ForeignKey(
+        Negotiation,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="plans",
+        help_text="The negotiation whose quotes it used.",
+    )
+    feasible = models.BooleanField()
+    volume_bytes = models.PositiveBigIntegerField()
+    makespan_seconds = models.FloatField(null=True, blank=True)
+    total_cost_minor = models.PositiveBigIntegerField(null=True, blank=True)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    cost_weight = models.FloatField()
+    assemblage_provider = models.ForeignKey(
+        ProviderProfile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    binding = models.JSONField(default=list, blank=True)
+    failures = models.JSONField(default=list, blank=True)
+    reasons = models.JSONField(default=list, blank=True)
+    exclusions = models.JSONField(default=list, blank=True)
+    fastest_seconds = models.FloatField(null=True, blank=True)
+    cheapest_cost_minor = models.FloatField(null=True, blank=True)
+    messages_used = models.PositiveIntegerField(
+        default=0, help_text="Availability messages valid when it was computed."
+    )
+    valid_until = models.DateTimeField(
+        null=True, blank=True, help_text="When the first availability message it uses expires."
+    )
+    computed_ms = models.FloatField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Plan {self.pk} of request {self.service_request_id}"
+
+
+class PlanLine(models.Model):
+    """One provider and path of a plan, with its share: one segment of the data."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    provider = models.ForeignKey(ProviderProfile, on_delete=models.PROTECT, related_name="+")
+    path = models.ForeignKey(RoutingPath, on_delete=models.PROTECT, related_name="+")
+    message = models.ForeignKey(
+        AvailabilityMessage, on_delete=models.PROTECT, related_name="plan_lines"
+    )
+    bandwidth_mbps = models.FloatField()
+    price_per_gb_minor = models.PositiveBigIntegerField()
+    fraction = models.FloatField()
+    bytes = models.PositiveBigIntegerField()
+    seconds = models.FloatField()
+    cost_minor = models.PositiveBigIntegerField()
+    full_bandwidth = models.BooleanField()
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["plan", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "position"], name="plan_line_unique_position")
+        ]
+
+    def __str__(self):
+        return f"{self.provider} / {self.path.name}: {self.bytes} bytes"

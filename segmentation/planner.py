@@ -52,6 +52,10 @@ that is not; when every path is free the cost term is zero.)
 - prefer-highest-rated and its provider is rated: + 0.05 per star (0.25 at 5 stars; unrated
   providers get nothing).
 
+When the candidates carry tie ranks (a negotiation's quotes, earliest first), each also gets a
+discount of at most 10^-6 (`TIE_BONUS`), smaller for later ranks: far below any real difference,
+it decides only between plans that are otherwise equal, for the earlier quote.
+
 A bonus is the share of the objective the profile gives up to put all the data on that candidate:
 with w = 1, a provider preferred with weight 0.2 wins over the cheapest path when its price is
 less than 20 % above it. Bonuses only move the objective: they never relax a constraint, so a
@@ -145,6 +149,7 @@ __all__ = [
 BYTES_PER_GB = 10**9
 BYTES_PER_SECOND_PER_MBPS = 125_000  # 10**6 bits per second, 8 bits a byte
 RATING_MAX = 5.0
+TIE_BONUS = 1e-6  # see `_bonuses`: breaks ties between equal prices for the earlier quote
 RATING_BONUS_PER_STAR = 0.05
 # Shares below this fraction of the volume are the solver's noise, not a decision.
 NEGLIGIBLE_FRACTION = 1e-9
@@ -307,6 +312,9 @@ class Candidate:
     rating: float | None
     valid_until: datetime
     network_names: tuple[str, ...] = ()
+    # among candidates otherwise equal, the lower rank wins (the earlier quote of a
+    # negotiation); 0 for all leaves ties to the solver
+    tie_rank: int = 0
 
     def __post_init__(self) -> None:
         for name in ("provider_id", "message_id", "path_id"):
@@ -567,6 +575,13 @@ def _bonuses(
                 f"{_weight(rating_bonus)})"
             )
         words.append(said)
+    ranks = [candidate.tie_rank for candidate in eligible]
+    if any(ranks):
+        # the earlier quote wins a tie: a discount far below any real difference in time or
+        # money (the objective's terms are 1 at their best), so it decides only among plans
+        # that are otherwise equal
+        last = max(ranks) + 1
+        bonus += TIE_BONUS * (1 - np.array(ranks, dtype=float) / last)
     return bonus, words
 
 

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -32,7 +32,7 @@ from django.utils import timezone
 from auctions.models import Lease
 from marketplace.live import organization_notify
 from marketplace.models import ApiKey, Organization, User
-from providers.models import Offer, ProviderProfile, ProviderStatus, WorkLocation
+from providers.models import Network, Offer, ProviderProfile, ProviderStatus, WorkLocation
 from segmentation.assemble import AssembleError, assemble
 from segmentation.capture import capture_open
 from segmentation.jobfiles import (
@@ -52,8 +52,10 @@ from segmentation.jobfiles import (
 from segmentation.live import job_event_publish
 from segmentation.models import (
     JOB_ENDED,
+    BillingPresentation,
     Job,
     JobStatus,
+    PlanLine,
     SegmentationProfile,
     SlaBreach,
     UsageRecord,
@@ -72,6 +74,7 @@ from segmentation.processing import (
     services_required,
 )
 from segmentation.split import (
+    MAX_FILES_METHODS,
     ROUTED_BASE,
     SegmentIndex,
     SplitError,
@@ -137,10 +140,126 @@ def job_spec_validate(spec: JobSpec) -> JobSpec:
         pipeline = pipeline_validate(list(spec.pipeline or []))
     except ProcessingError as exc:
         raise JobRejected("invalid_pipeline", f"Processing pipeline: {exc}") from None
-    preferred = list(spec.preferred_providers or [])
-    if any(isinstance(p, bool) or not isinstance(p, int) for p in preferred):
-        raise JobRejected("invalid_pipeline", "Preferred providers are a list of provider ids.")
+    try:
+        preferred = weighted_preferences(spec.preferred_providers, "provider")
+    except ValueError as exc:
+        raise JobRejected("invalid_pipeline", str(exc)) from None
     return JobSpec(spec.method, spec.param or "", spec.bpf_filter or "", pipeline, preferred)
+
+
+def weighted_preferences(entries, key: str) -> list[dict]:
+    """Preferred providers or networks, in order, as [{key: id, "weight": w}]: each entry an
+    id (weight 1) or such an object with a weight in (0, 1]. ValueError says what is wrong."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list | tuple):
+        raise ValueError(f"Preferred {key}s are a list of {key} ids or {{{key}, weight}} objects.")
+    normalized = []
+    seen = set()
+    for entry in entries:
+        if isinstance(entry, dict):
+            identifier, weight = entry.get(key), entry.get("weight", 1.0)
+            unknown = set(entry) - {key, "weight"}
+            if unknown:
+                raise ValueError(f"Unknown field {sorted(unknown)[0]!r} in a preferred {key}.")
+        else:
+            identifier, weight = entry, 1.0
+        if isinstance(identifier, bool) or not isinstance(identifier, int):
+            raise ValueError(f"Preferred {key}s are a list of {key} ids or {{{key}, weight}}.")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+            raise ValueError(f"The weight of preferred {key} {identifier} must be in (0, 1].")
+        if identifier in seen:
+            raise ValueError(f"{key.capitalize()} {identifier} is preferred twice.")
+        seen.add(identifier)
+        normalized.append({key: identifier, "weight": float(weight)})
+    return normalized
+
+
+def preferred_ids(preferences: list, key: str = "provider") -> list[int]:
+    """The ids of weighted preferences, in order (plain ids pass through)."""
+    return [entry[key] if isinstance(entry, dict) else entry for entry in preferences]
+
+
+@dataclass(frozen=True)
+class ProfilePlanning:
+    """What the planner honours in a profile, besides its preferred providers (in JobSpec),
+    and how billing presents its charges."""
+
+    preferred_networks: tuple | list = ()
+    blocked_providers: tuple | list = ()
+    blocked_networks: tuple | list = ()
+    min_provider_rating: float | None = None
+    prefer_highest_rated: bool = False
+    cost_weight: float = 0.0
+    billing_presentation: str = BillingPresentation.CONSOLIDATED
+
+
+def profile_planning_validate(planning: ProfilePlanning, preferred_providers: list) -> dict:
+    """The planning fields as the profile stores them; JobRejected("invalid_preferences")
+    naming what is wrong: unknown providers or networks, one both preferred and blocked, a
+    weight, rating or balance out of range, an unknown billing presentation."""
+
+    def refused(message: str) -> JobRejected:
+        return JobRejected("invalid_preferences", message)
+
+    try:
+        networks = weighted_preferences(planning.preferred_networks, "network")
+    except ValueError as exc:
+        raise refused(str(exc)) from None
+    blocked = {}
+    for kind in ("providers", "networks"):
+        ids = getattr(planning, f"blocked_{kind}") or []
+        if not isinstance(ids, list | tuple) or any(
+            isinstance(i, bool) or not isinstance(i, int) for i in ids
+        ):
+            raise refused(f"Blocked {kind} are a list of ids.")
+        blocked[kind] = sorted(set(ids))
+    provider_ids = set(preferred_ids(preferred_providers)) | set(blocked["providers"])
+    known = set(ProviderProfile.objects.filter(pk__in=provider_ids).values_list("pk", flat=True))
+    if provider_ids - known:
+        raise refused(f"There is no provider {min(provider_ids - known)}.")
+    network_ids = set(preferred_ids(networks, "network")) | set(blocked["networks"])
+    known = set(Network.objects.filter(pk__in=network_ids).values_list("pk", flat=True))
+    if network_ids - known:
+        raise refused(f"There is no network {min(network_ids - known)}.")
+    both = set(preferred_ids(preferred_providers)) & set(blocked["providers"])
+    if both:
+        raise refused(f"Provider {min(both)} is both preferred and blocked.")
+    both = set(preferred_ids(networks, "network")) & set(blocked["networks"])
+    if both:
+        raise refused(f"Network {min(both)} is both preferred and blocked.")
+    rating = planning.min_provider_rating
+    if rating is not None and not (isinstance(rating, int | float) and 0 <= rating <= 5):
+        raise refused("The minimum provider rating is between 0 and 5.")
+    weight = planning.cost_weight
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        raise refused("The time-or-cost weight is between 0 (fastest) and 1 (cheapest).")
+    if planning.billing_presentation not in BillingPresentation.values:
+        raise refused(
+            f"Billing presentation is one of {', '.join(BillingPresentation.values)}, "
+            f"not {planning.billing_presentation!r}."
+        )
+    return {
+        "preferred_networks": networks,
+        "blocked_providers": blocked["providers"],
+        "blocked_networks": blocked["networks"],
+        "min_provider_rating": None if rating is None else float(rating),
+        "prefer_highest_rated": bool(planning.prefer_highest_rated),
+        "cost_weight": float(weight),
+        "billing_presentation": planning.billing_presentation,
+    }
+
+
+def profile_planning(profile: SegmentationProfile) -> ProfilePlanning:
+    return ProfilePlanning(
+        preferred_networks=profile.preferred_networks,
+        blocked_providers=profile.blocked_providers,
+        blocked_networks=profile.blocked_networks,
+        min_provider_rating=profile.min_provider_rating,
+        prefer_highest_rated=profile.prefer_highest_rated,
+        cost_weight=profile.cost_weight,
+        billing_presentation=profile.billing_presentation,
+    )
 
 
 def profile_spec(profile: SegmentationProfile) -> JobSpec:
@@ -154,17 +273,28 @@ def profile_spec(profile: SegmentationProfile) -> JobSpec:
 
 
 def segmentation_profile_save(
-    *, organization: Organization, name: str, spec: JobSpec, profile=None
+    *,
+    organization: Organization,
+    name: str,
+    spec: JobSpec,
+    planning: ProfilePlanning | None = None,
+    profile=None,
 ) -> SegmentationProfile:
-    """Create (or update `profile`) a segmentation profile; JobRejected if the spec is bad."""
+    """Create (or update `profile`) a segmentation profile; JobRejected if the spec or the
+    planning preferences are bad. Without `planning`, an update keeps the profile's."""
     spec = job_spec_validate(spec)
     profile = profile or SegmentationProfile(organization=organization)
+    if planning is None:
+        planning = profile_planning(profile)
+    fields = profile_planning_validate(planning, list(spec.preferred_providers))
     profile.name = name
     profile.method = spec.method
     profile.param = spec.param
     profile.bpf_filter = spec.bpf_filter
     profile.pipeline = list(spec.pipeline)
     profile.preferred_providers = list(spec.preferred_providers)
+    for field, value in fields.items():
+        setattr(profile, field, value)
     profile.full_clean()
     profile.save()
     return profile
@@ -218,6 +348,49 @@ def job_submit(
         raise _rejected(base, "upload_too_large", _too_large(size, limit))
 
     job = Job.objects.create(status=JobStatus.QUEUED, **base)
+    return _job_input_store(job, chunks, input_name)
+
+
+def job_submit_planned(
+    *,
+    service_request,
+    plan,
+    user: User | None,
+    chunks: Iterable[bytes],
+    size: int | None,
+    input_name: str,
+) -> Job:
+    """The job of an accepted plan: the request's profile splits the capture, and its segments
+    go to the plan's providers in the plan's proportions (see `_job_split`). JobRejected as
+    for `job_submit` (a capture over the limit, not a capture); the caller holds the request's
+    lock and records the acceptance in the same transaction."""
+    profile = service_request.profile
+    spec = job_spec_validate(profile_spec(profile))
+    input_name = Path(input_name or "capture").name[:255] or "capture"
+    limit = settings.JOB_UPLOAD_MAX_BYTES
+    if size is not None and size > limit:
+        raise JobRejected("upload_too_large", _too_large(size, limit))
+    job = Job.objects.create(
+        status=JobStatus.QUEUED,
+        organization=service_request.organization,
+        created_by=user if user and user.is_authenticated else None,
+        plan=plan,
+        profile=profile,
+        method=spec.method,
+        param=spec.param,
+        bpf_filter=spec.bpf_filter,
+        pipeline=list(spec.pipeline),
+        preferred_providers=list(spec.preferred_providers),
+        input_name=input_name,
+        input_bytes=size or 0,
+    )
+    return _job_input_store(job, chunks, input_name)
+
+
+def _job_input_store(job: Job, chunks: Iterable[bytes], input_name: str) -> Job:
+    """Store the upload of an accepted job and queue it; JobRejected (the job marked failed)
+    when it is over the limit or not a capture."""
+    limit = settings.JOB_UPLOAD_MAX_BYTES
     folder = job_dir(job.pk)
     path = folder / "input"
     try:
@@ -384,13 +557,13 @@ def offered_services(provider: ProviderProfile) -> set[str]:
 
 
 def subcontractor_choose(
-    *, services: set[str], exclude: ProviderProfile, preferred: list[int]
+    *, services: set[str], exclude: ProviderProfile | None, preferred: list[int]
 ) -> ProviderProfile | None:
     """The verified provider to subcontract to: the first of `preferred` offering every
     service in `services`, else the cheapest (sum of their per-GB prices; ties: oldest)."""
-    candidates = ProviderProfile.objects.filter(status=ProviderStatus.VERIFIED).exclude(
-        pk=exclude.pk
-    )
+    candidates = ProviderProfile.objects.filter(status=ProviderStatus.VERIFIED)
+    if exclude is not None:
+        candidates = candidates.exclude(pk=exclude.pk)
     for service in services:
         candidates = candidates.filter(offers__service=service, offers__is_active=True)
     candidates = list(candidates.distinct())
@@ -408,6 +581,92 @@ def subcontractor_choose(
     return min(candidates, key=lambda p: (prices.get(p.pk, 0), p.applied_at, p.pk))
 
 
+@dataclass
+class _Owner:
+    """A provider that segments of a job go to: the lease's, or one line of the plan."""
+
+    provider: ProviderProfile
+    lacking: set[str]
+    needs: Callable[[bytes, int], bool] | None
+    plan_line: PlanLine | None = None
+    share: float = 1.0
+    assigned: int = 0  # bytes of the segments given to it so far
+
+
+PLANNED_SEGMENTS_PER_LINE = 4
+
+
+class _Dispersal:
+    """Which provider each segment of a split goes to, and which packets are subcontracted.
+
+    A lease's job has one owner, the lease's provider. A planned job has one owner per line of
+    its plan, and its segments are shared among them in the plan's proportions (`assign`).
+    Either way, a packet that needs a service its segment's provider does not offer is routed
+    into the subcontracted segment."""
+
+    def __init__(self, owners: list[_Owner], planned: bool):
+        self.owners = owners
+        self.planned = planned
+        self.segment_owner: dict[int, _Owner] = {}
+
+    @classmethod
+    def of(cls, job: Job, needed: set[str]) -> _Dispersal:
+        if job.plan_id is None:
+            providers = [(job.lease.block.provider, None, 1.0)]
+        else:
+            lines = list(job.plan.lines.select_related("provider").order_by("position"))
+            providers = [(line.provider, line, line.fraction) for line in lines]
+        owners = []
+        offered: dict[int, set[str]] = {}
+        for provider, line, share in providers:
+            if provider.pk not in offered:
+                offered[provider.pk] = offered_services(provider)
+            lacking = needed - offered[provider.pk]
+            needs = pipeline_needs(job.pipeline, lacking) if lacking else None
+            owners.append(_Owner(provider, lacking, needs, line, max(share, 1e-12)))
+        return cls(owners, planned=job.plan_id is not None)
+
+    def param(self, job: Job) -> str | None:
+        """The split's parameter: the profile's; a planned job with a per-value method and no
+        cap gets a few segments per line rather than one per connection (or address)."""
+        if job.param or not self.planned or job.method not in MAX_FILES_METHODS:
+            return job.param or None
+        return str(PLANNED_SEGMENTS_PER_LINE * len(self.owners))
+
+    def owner_of(self, number: int) -> _Owner:
+        return self.segment_owner.get(number, self.owners[0])
+
+    def route(self) -> Callable[[bytes, int, int], int | None] | None:
+        """The first split's route: a lease's job routes the packets its provider cannot
+        process to the subcontracted segment; a planned job's first split has none."""
+        needs = self.owners[0].needs
+        if self.planned or needs is None:
+            return None  # no route: the split numbers a chunk at a time
+        return lambda data, linktype, _number: SUBCONTRACT_NUMBER if needs(data, linktype) else None
+
+    def assign(self, segments: list) -> None:
+        """Give each segment of a planned job's split to a line of the plan: largest segment
+        first, each to the line furthest below its planned share of the bytes (ties: the
+        earlier line), so the providers carry the data in the plan's proportions as nearly
+        as whole segments allow."""
+        total = sum(segment.bytes for segment in segments)
+        for segment in sorted(segments, key=lambda s: (-s.bytes, s.number)):
+            owner = max(self.owners, key=lambda o: o.share * total - o.assigned)
+            owner.assigned += segment.bytes
+            self.segment_owner[segment.number] = owner
+
+    def routes_planned(self) -> bool:
+        return any(owner.needs is not None for owner in self.owners)
+
+    def route_planned(self, data: bytes, linktype: int, number: int) -> int | None:
+        """The second split of a planned job: a packet that needs a service its segment's
+        provider does not offer goes to the subcontracted segment."""
+        needs = self.owner_of(number).needs
+        if needs is not None and needs(data, linktype):
+            return SUBCONTRACT_NUMBER
+        return None
+
+
 def _job_split(job: Job) -> str:
     with transaction.atomic():
         job = Job.objects.select_for_update(of=("self",)).get(pk=job.pk)
@@ -418,22 +677,26 @@ def _job_split(job: Job) -> str:
         job.seq = F("seq") + 1
         job.save(update_fields=["status", "started_at", "seq", "updated_at"])
         transaction.on_commit(partial(job_event_publish, job.pk))
-    job = Job.objects.select_related("lease__block__provider").get(pk=job.pk)
-    provider = job.lease.block.provider
+    job = Job.objects.select_related("lease__block__provider", "plan").get(pk=job.pk)
     needed = services_required(job.pipeline)
-    lacking = needed - offered_services(provider)
+    dispersal = _Dispersal.of(job, needed)
+    lacking = set().union(*(owner.lacking for owner in dispersal.owners))
     subcontractor = None
     if lacking:
+        lease_provider = job.lease.block.provider if job.lease_id else None
         subcontractor = subcontractor_choose(
-            services=needed, exclude=provider, preferred=list(job.preferred_providers)
+            services=needed,
+            exclude=lease_provider,
+            preferred=preferred_ids(job.preferred_providers),
         )
         if subcontractor is None:
+            short = next(owner for owner in dispersal.owners if owner.lacking)
             job_fail(
                 job_id=job.pk,
                 code="no_subcontractor",
                 reason=(
-                    f"{provider} does not offer {', '.join(sorted(lacking))}, and no other "
-                    f"verified provider offers all of {', '.join(sorted(needed))}."
+                    f"{short.provider} does not offer {', '.join(sorted(short.lacking))}, and "
+                    f"no other verified provider offers all of {', '.join(sorted(needed))}."
                 ),
             )
             return JobStatus.FAILED
@@ -444,22 +707,29 @@ def _job_split(job: Job) -> str:
     # it still worked) never writes into the files of the first
     temporary = folder / f"split.tmp-{uuid.uuid4().hex[:12]}"
     temporary.mkdir(parents=True)
-    needs = pipeline_needs(job.pipeline, lacking) if lacking else None
-    route = (
-        (lambda data, linktype: SUBCONTRACT_NUMBER if needs(data, linktype) else None)
-        if needs
-        else None
-    )
-    try:
-        segments = split_capture(
+
+    def split(route):
+        return split_capture(
             folder / f"input.{job.input_format}",
             temporary,
             method=job.method,
-            param=job.param or None,
+            param=dispersal.param(job),
             bpf=job.bpf_filter or None,
             index_path=temporary / "index",
             route=route,
         )
+
+    try:
+        segments = split(dispersal.route())
+        if dispersal.planned:
+            # the segments' sizes known, each goes to a line of the plan; then, if a planned
+            # provider lacks a service, the split again routes the packets that need it (the
+            # method numbers the packets the same way with or without a route)
+            dispersal.assign(segments)
+            if dispersal.routes_planned():
+                for leftover in temporary.iterdir():
+                    leftover.unlink()
+                segments = split(dispersal.route_planned)
     except CaptureError as exc:
         job_fail(job_id=job.pk, code="bad_capture", reason=f"{job.input_name}: {exc}")
         return JobStatus.FAILED
@@ -486,19 +756,21 @@ def _job_split(job: Job) -> str:
     items = []
     for segment in segments:
         subcontracted = segment.number == SUBCONTRACT_NUMBER
-        owner = subcontractor if subcontracted else provider
+        owner = None if subcontracted else dispersal.owner_of(segment.number)
+        provider = subcontractor if subcontracted else owner.provider
         items.append(
             WorkItem(
                 job=job,
                 number=segment.number,
                 kind=WorkItemKind.SUBCONTRACT if subcontracted else WorkItemKind.SEGMENT,
-                provider=owner,
-                location=owner.work_location,
-                # the lease's provider runs the steps it offers (the packets that need the
+                provider=provider,
+                plan_line=None if subcontracted else owner.plan_line,
+                location=provider.work_location,
+                # a segment's provider runs the steps it offers (the packets that need the
                 # others were routed to the subcontractor); the subcontractor runs them all
                 steps=list(job.pipeline)
                 if subcontracted
-                else [step for step in job.pipeline if step["service"] not in lacking],
+                else [step for step in job.pipeline if step["service"] not in owner.lacking],
                 segment_path=f"{final.name}/{segment.path.name}",
                 packets_in=segment.packets,
                 bytes_in=segment.bytes,
@@ -546,12 +818,22 @@ def _job_split(job: Job) -> str:
 # --- work items ------------------------------------------------------------------------------
 
 
+def job_rate_mbps(job: Job) -> float:
+    """The rate a job is paced to: its lease's block's max rate, or the bandwidth its plan
+    reserved (the sum over the plan's lines)."""
+    if job.lease_id is not None:
+        return job.lease.block.max_rate_mbps
+    if job.plan_id is not None:
+        return sum(line.bandwidth_mbps for line in job.plan.lines.all())
+    return 0.0
+
+
 def _pace_reserve(job: Job, nbytes: int) -> timezone.datetime:
     """Reserve the time `nbytes` take at the block's max rate after what is reserved already
     (the job row is locked by the caller); return when the reservation ends."""
     now = timezone.now()
     start = max(now, job.pace_until or now)
-    rate = job.lease.block.max_rate_mbps
+    rate = job_rate_mbps(job)
     seconds = nbytes * 8 / (rate * 1_000_000) if rate else 0.0
     job.pace_until = start + timedelta(seconds=seconds)
     job.save(update_fields=["pace_until", "updated_at"])
@@ -734,7 +1016,7 @@ def work_claim(*, api_key: ApiKey) -> tuple[WorkItem, str] | None:
             item.claimed_by = api_key
             # the base time, plus twice the time the segment takes to send at the block's
             # max rate, down and back up
-            rate = job.lease.block.max_rate_mbps or 1
+            rate = job_rate_mbps(job) or 1
             transfer = 2 * 2 * item.bytes_in * 8 / (rate * 1_000_000)
             item.claim_deadline = now + timedelta(seconds=settings.WORK_CLAIM_SECONDS + transfer)
             item.started_at = now
@@ -941,7 +1223,7 @@ def _job_assemble(job: Job) -> str:
     if job.pace_until:
         _sleep_until(job.pace_until)
     folder = job_dir(job.pk)
-    items = list(job.items.select_related("provider").order_by("number"))
+    items = list(job.items.select_related("provider", "plan_line__path").order_by("number"))
     output = folder / f"output.{job.input_format}"
     staged = temporary_beside(output)
     try:
@@ -979,7 +1261,8 @@ def _job_assemble(job: Job) -> str:
         locked.finished_at = finished
         locked.seq = F("seq") + 1
         locked.save()
-        _sla_check(locked, job.lease)
+        if job.lease_id is not None:
+            _sla_check(locked, job.lease)
         transaction.on_commit(partial(job_event_publish, job.pk))
         transaction.on_commit(
             partial(
@@ -1013,6 +1296,8 @@ def _manifest(job: Job, items: list[WorkItem], assembled, sha256: str, finished)
         "bpf_filter": job.bpf_filter,
         "pipeline": job.pipeline,
         "lease": job.lease_id,
+        "plan": job.plan_id,
+        "service_request": job.plan.service_request_id if job.plan_id else None,
         "output": {
             "format": job.input_format,
             "packets": assembled.packets,
@@ -1026,6 +1311,11 @@ def _manifest(job: Job, items: list[WorkItem], assembled, sha256: str, finished)
                 "number": item.number,
                 "kind": item.kind,
                 "provider": {"id": item.provider_id, "name": item.provider.legal_name},
+                "path": (
+                    {"id": item.plan_line.path_id, "name": item.plan_line.path.name}
+                    if item.plan_line_id
+                    else None
+                ),
                 "location": item.location,
                 "packets_in": item.packets_in,
                 "bytes_in": item.bytes_in,

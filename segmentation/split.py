@@ -56,6 +56,7 @@ from segmentation.heap import keep_freed_memory
 from segmentation.packet import Packet
 
 __all__ = [
+    "MAX_FILES_METHODS",
     "METHODS",
     "SegmentFile",
     "SegmentIndex",
@@ -79,7 +80,7 @@ METHODS = (
     "bpf-filter",
     "round-robin",
 )
-_MAX_FILES_METHODS = frozenset(
+MAX_FILES_METHODS = frozenset(
     {"client-ip", "server-ip", "server-port", "client-port", "ip-src-dst", "connection"}
 )
 _PCAP_FILE_HEADER = 24
@@ -127,7 +128,7 @@ def split_param_parse(method: str, param: int | str | None) -> int | str | None:
             raise SplitError("bpf-filter needs a parameter: the BPF expression to match")
         return param
     if param is None or (isinstance(param, str) and not param.strip()):
-        if method in _MAX_FILES_METHODS:
+        if method in MAX_FILES_METHODS:
             return None
         raise SplitError(f"{method} needs a parameter: {_PARAM_MEANING[method]}")
     number = _positive_int(param)
@@ -761,10 +762,11 @@ def split_capture(
     SplitError (bad method, parameter, BPF or output folder) or CaptureError (a malformed
     input; the files written so far are removed).
 
-    `route(data, linktype)` takes packets out of the method's segments: a packet it gives a
-    number (ROUTED_BASE or more) goes to that segment instead, gathered across all the
-    method's segments (jobs route the packets to subcontract this way). The method still sees
-    every packet, so its numbering is the same with or without a route.
+    `route(data, linktype, number)` takes packets out of the method's segments: a packet it
+    gives a number (ROUTED_BASE or more) goes to that segment instead, gathered across all the
+    method's segments (jobs route the packets to subcontract this way); `number` is the
+    method's segment for the packet. The method still sees every packet, so its numbering is
+    the same with or without a route.
     """
     value = split_param_parse(method, param)
     keep_freed_memory()
@@ -829,7 +831,7 @@ def _record_numberer(assigner, number_of):
 def _routed(number_of, route):
     def number(data: bytes, linktype: int) -> int:
         method_number = number_of(data, linktype)
-        routed = route(data, linktype)
+        routed = route(data, linktype, method_number)
         if routed is None:
             return method_number
         if not ROUTED_BASE <= routed < _DROPPED:

@@ -5,7 +5,7 @@ reason rather than leaving it waiting."""
 import logging
 
 from marketplace.taskqueue import durable_task, periodic
-from segmentation import services
+from segmentation import service_requests, services
 from segmentation.models import WorkItem
 
 logger = logging.getLogger(__name__)
@@ -48,3 +48,8 @@ def work_claims_expire() -> int:
 @periodic(every_seconds=15)
 def jobs_reconcile() -> int:
     return services.jobs_reconcile()
+
+
+@periodic(every_seconds=5)
+def negotiations_close() -> int:
+    return service_requests.negotiations_close()

@@ -1,8 +1,12 @@
 """Job pages: the organization's jobs, a new job with its capture upload, one job's live page
 (static/js/job.js follows it over /ws/jobs/<id>/), the segmentation profiles, and downloads
-of a finished job's output and manifest. Everything is scoped to the organization the
-signed-in user acts for: another organization's job is a 404."""
+of a finished job's output and manifest. Service request pages: a recipient's requests, a new
+one, a request with its availability messages, plan (drawn in SVG), negotiation and the
+accept form; a provider's view of a request sent to it, with its answer and quote forms; the
+client devices. Everything is scoped to the organization the signed-in user acts for:
+another organization's job or request is a 404."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -10,23 +14,56 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from providers.selectors import providers_public
-from segmentation.forms import JobForm, ProfileForm
+from marketplace.selectors import client_devices_of
+from marketplace.services import client_device_register, client_device_remove
+from providers.models import RoutingPath
+from providers.selectors import provider_of, providers_public
+from segmentation.forms import (
+    AcceptForm,
+    AvailabilityForm,
+    ClientDeviceForm,
+    JobForm,
+    NegotiationForm,
+    ProfileForm,
+    QuoteForm,
+    ServiceRequestForm,
+)
 from segmentation.jobfiles import CAPTURE_CONTENT_TYPES, job_dir
-from segmentation.models import JobStatus, SlaBreach
+from segmentation.models import Job, JobStatus, SlaBreach
 from segmentation.selectors import (
+    availability_of,
     job_items,
     job_of,
     job_progress,
     jobs_of,
     leases_usable,
+    networks_public,
+    plan_drawing,
+    profile_summary,
     profiles_of,
+    service_request_visible,
+    service_requests_of,
+    service_requests_received,
     usage_by_provider,
+)
+from segmentation.service_requests import (
+    PathOffer,
+    RequestRefused,
+    RequestSpec,
+    availability_submit,
+    negotiation_open,
+    plan_accept,
+    plan_current,
+    quote_submit,
+    quoted_prices,
+    service_request_cancel,
+    service_request_create,
 )
 from segmentation.services import JobRejected, job_submit, segmentation_profile_save
 from segmentation.uploads import upload_announced_too_large, uploaded_chunks
@@ -186,13 +223,18 @@ def profile_list(request):
         return _no_organization(request, "Segmentation profiles")
     providers = list(providers_public())
     names = {provider.pk: provider.legal_name for provider in providers}
-    form = ProfileForm(request.POST or None, providers=providers)
+    networks = list(networks_public())
+    network_names = {network.pk: network.name for network in networks}
+    form = ProfileForm(request.POST or None, providers=providers, networks=networks)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
                 profile = segmentation_profile_save(
-                    organization=organization, name=form.cleaned_data["name"], spec=form.spec()
+                    organization=organization,
+                    name=form.cleaned_data["name"],
+                    spec=form.spec(),
+                    planning=form.planning(),
                 )
             except JobRejected as rejection:
                 field = _REJECTION_FIELDS.get(rejection.code)
@@ -210,7 +252,7 @@ def profile_list(request):
         {
             "form": form,
             "profiles": [
-                (profile, [names.get(pk, f"provider {pk}") for pk in profile.preferred_providers])
+                profile_summary(profile, names, network_names)
                 for profile in profiles_of(organization)
             ],
         },
@@ -251,4 +293,272 @@ def job_manifest(request, pk):
         job_dir(job.pk) / "manifest.json",
         filename=f"job-{job.pk}-manifest.json",
         content_type="application/json",
+    )
+
+
+# --- service requests ----------------------------------------------------------------------------
+
+
+@login_required
+def service_request_list(request):
+    organization = request.organization
+    if organization is None:
+        return _no_organization(request, "Service requests")
+    provider = provider_of(organization=organization)
+    return render(
+        request,
+        "segmentation/requests/list.html",
+        {
+            "mine": service_requests_of(organization)[:100] if organization.is_recipient else [],
+            "received": service_requests_received(organization)[:100] if provider else [],
+            "provider": provider,
+        },
+    )
+
+
+@login_required
+def service_request_new(request):
+    organization = request.organization
+    if organization is None:
+        return _no_organization(request, "New service request")
+    profiles = list(profiles_of(organization))
+    form = ServiceRequestForm(
+        request.POST or None,
+        profiles=profiles,
+        devices=client_devices_of(organization=organization),
+    )
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            values = form.cleaned_data
+            device = None
+            if values["device"] is not None:
+                device = client_devices_of(organization=organization).filter(pk=values["device"])
+                device = device.first()
+            spec = RequestSpec(
+                profile=next(p for p in profiles if p.pk == values["profile"]),
+                data_bytes=values["data_bytes"],
+                deadline=values["deadline"],
+                services=values["services"] or None,
+                device=device,
+                price_limit_minor=values["price_limit_minor"],
+                currency=values["currency"],
+                sla_min_rate_mbps=values["sla_min_rate_mbps"],
+                negotiate=values["negotiate"],
+            )
+            try:
+                with transaction.atomic():
+                    service_request = service_request_create(
+                        organization=organization, user=request.user, spec=spec
+                    )
+            except RequestRefused as refusal:
+                form.add_error(_REQUEST_FIELDS.get(refusal.code), refusal.message)
+            else:
+                messages.success(
+                    request,
+                    f"Request {service_request.pk} sent to "
+                    f"{service_request.broadcast_to.count()} eligible providers.",
+                )
+                return redirect("service_request_detail", pk=service_request.pk)
+    return render(
+        request,
+        "segmentation/requests/new.html",
+        {"form": form, "has_profiles": bool(profiles)},
+        status=status,
+    )
+
+
+_REQUEST_FIELDS = {
+    "deadline_past": "deadline",
+    "invalid_services": "services",
+    "invalid_price_limit": "price_limit",
+    "invalid_sla": "sla_min_rate_mbps",
+    "invalid_volume": "volume",
+}
+
+
+@login_required
+@csrf_protect
+def service_request_detail(request, pk):
+    organization = request.organization
+    service_request = service_request_visible(organization, pk)
+    if service_request is None:
+        raise Http404("No service request of yours, nor sent to you, has this id.")
+    if service_request.organization_id == organization.pk:
+        return _request_for_maker(request, service_request)
+    return _request_for_provider(request, service_request)
+
+
+def _request_for_maker(request, service_request):
+    forms = {
+        "negotiation": NegotiationForm(),
+        "accept": AcceptForm(),
+    }
+    status = 200
+    if request.method == "POST":
+        status = 400
+        action = request.POST.get("action")
+        try:
+            if action == "negotiate":
+                forms["negotiation"] = form = NegotiationForm(request.POST)
+                if form.is_valid():
+                    with transaction.atomic():
+                        negotiation_open(
+                            service_request=service_request,
+                            closes_at=timezone.now()
+                            + timedelta(minutes=form.cleaned_data["minutes"]),
+                        )
+                    messages.success(request, "The providers were asked for better quotes.")
+                    return redirect("service_request_detail", pk=service_request.pk)
+            elif action == "accept":
+                length = upload_announced_too_large(request)
+                if length is not None:
+                    raise RequestRefused(
+                        "upload_too_large", f"The capture ({length:,} bytes) is over the limit."
+                    )
+                forms["accept"] = form = AcceptForm(request.POST, request.FILES)
+                if form.is_valid():
+                    upload = form.cleaned_data["capture"]
+                    job = plan_accept(
+                        service_request=service_request,
+                        user=request.user,
+                        chunks=uploaded_chunks(upload),
+                        size=upload.size,
+                        input_name=upload.name,
+                    )
+                    messages.success(request, f"Plan accepted: job {job.pk} started.")
+                    return redirect("job_detail", pk=job.pk)
+            elif action == "cancel":
+                service_request_cancel(service_request=service_request)
+                messages.success(request, f"Request {service_request.pk} cancelled.")
+                return redirect("service_request_detail", pk=service_request.pk)
+        except RequestRefused as refusal:
+            messages.error(request, refusal.message)
+    service_request.refresh_from_db()
+    plan = None
+    plan_error = ""
+    try:
+        plan = plan_current(service_request=service_request)
+    except RequestRefused as refusal:
+        plan_error = refusal.message
+    negotiation = service_request.negotiations.order_by("-opened_at", "-pk").first()
+    job = Job.objects.filter(plan__service_request=service_request).first()
+    return render(
+        request,
+        "segmentation/requests/detail.html",
+        {
+            "service_request": service_request,
+            "is_maker": True,
+            "now": timezone.now(),
+            "messages_received": availability_of(service_request, request.organization),
+            "plan": plan,
+            "plan_error": plan_error,
+            "drawing": plan_drawing(plan) if plan is not None and plan.feasible else None,
+            "negotiation": negotiation,
+            "negotiation_prices": quoted_prices(negotiation) if negotiation else {},
+            "job": job,
+            "forms": forms,
+            "open": service_request.status == "open" and service_request.deadline > timezone.now(),
+        },
+        status=status,
+    )
+
+
+def _request_for_provider(request, service_request):
+    provider = provider_of(organization=request.organization)
+    currency = service_request.currency
+    paths = RoutingPath.objects.filter(provider=provider).order_by("name")
+    answer = AvailabilityForm(paths=paths, currency=currency)
+    quote = QuoteForm(currency=currency)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        try:
+            if request.POST.get("action") == "answer":
+                answer = AvailabilityForm(request.POST, paths=paths, currency=currency)
+                if answer.is_valid():
+                    values = answer.cleaned_data
+                    with transaction.atomic():
+                        availability_submit(
+                            provider=provider,
+                            service_request=service_request,
+                            paths=[PathOffer(pk, bandwidth) for pk, bandwidth in values["offers"]],
+                            price_per_gb_minor=values["price_per_gb_minor"],
+                            currency=currency,
+                            valid_until=timezone.now() + timedelta(minutes=values["valid_minutes"]),
+                        )
+                    messages.success(request, "Your availability was sent.")
+                    return redirect("service_request_detail", pk=service_request.pk)
+            elif request.POST.get("action") == "quote":
+                quote = QuoteForm(request.POST, currency=currency)
+                if quote.is_valid():
+                    with transaction.atomic():
+                        quote_submit(
+                            provider=provider,
+                            service_request=service_request,
+                            price_per_gb_minor=quote.cleaned_data["price"],
+                        )
+                    messages.success(request, "Your quote was recorded.")
+                    return redirect("service_request_detail", pk=service_request.pk)
+        except RequestRefused as refusal:
+            messages.error(request, refusal.message)
+    negotiation = service_request.negotiations.order_by("-opened_at", "-pk").first()
+    prices = quoted_prices(negotiation) if negotiation else {}
+    return render(
+        request,
+        "segmentation/requests/detail.html",
+        {
+            "service_request": service_request,
+            "is_maker": False,
+            "messages_received": availability_of(service_request, request.organization),
+            "negotiation": negotiation,
+            "lowest_quote": min((p for p, _ in prices.values()), default=None),
+            "invited": negotiation is not None
+            and negotiation.status == "open"
+            and negotiation.invited.filter(pk=provider.pk).exists(),
+            "answer_form": answer,
+            "quote_form": quote,
+            "open": service_request.status == "open" and service_request.deadline > timezone.now(),
+        },
+        status=status,
+    )
+
+
+@login_required
+def client_device_list(request):
+    organization = request.organization
+    if organization is None:
+        return _no_organization(request, "Client devices")
+    form = ClientDeviceForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if request.POST.get("remove"):
+            device = client_devices_of(organization=organization).filter(
+                pk=request.POST.get("remove")
+            )
+            device = device.first()
+            if device is None:
+                raise Http404("No such device.")
+            client_device_remove(device=device)
+            messages.success(request, f"{device.name} removed.")
+            return redirect("client_device_list")
+        if form.is_valid():
+            try:
+                device = client_device_register(organization=organization, **form.cleaned_data)
+            except ValidationError as error:
+                if hasattr(error, "error_dict"):
+                    for field, errors in error.message_dict.items():
+                        form.add_error(field if field in form.fields else None, errors)
+                else:
+                    form.add_error(None, error.messages)
+            else:
+                messages.success(request, f"{device.name} registered.")
+                return redirect("client_device_list")
+    return render(
+        request,
+        "segmentation/requests/devices.html",
+        {"form": form, "devices": client_devices_of(organization=organization)},
+        status=status,
     )

@@ -180,3 +180,54 @@ class LeaseFactory(factory.django.DjangoModelFactory):
     currency = "USD"
     starts_at = factory.SelfAttribute("block.starts_at")
     ends_at = factory.SelfAttribute("block.ends_at")
+
+
+class WebhookEndpointFactory(factory.django.DjangoModelFactory):
+    """An active webhook endpoint of a verified provider, with its own secret. The URL is a
+    placeholder: tests that send give their receiver's."""
+
+    class Meta:
+        # By label: this block is appended and must not touch the imports above.
+        model = "providers.WebhookEndpoint"
+
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    url = factory.Sequence(lambda n: f"https://hooks{n}.provider.example/segment-exchange")
+    description = "NOC integration"
+    is_active = True
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    """A pending delivery of a "service_request.created" event, due now."""
+
+    class Meta:
+        model = "providers.WebhookDelivery"
+
+    endpoint = factory.SubFactory(WebhookEndpointFactory)
+    event = "service_request.created"
+    payload = factory.Sequence(lambda n: {"service_request": {"id": n}})
+    status = "pending"
+    next_attempt_at = factory.LazyFunction(timezone.now)
+
+
+class ClientDeviceFactory(factory.django.DjangoModelFactory):
+    """A recipient's client device with a telephone number."""
+
+    class Meta:
+        model = "marketplace.ClientDevice"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Probe {n}")
+    identifier = factory.Sequence(lambda n: f"SN-{n:06d}")
+    phone_number = factory.Sequence(lambda n: f"+4420{n:08d}")
+
+
+class SegmentationProfileFactory(factory.django.DjangoModelFactory):
+    """A recipient's profile: split by connection, no processing, default planning (fastest
+    first, nothing preferred or blocked)."""
+
+    class Meta:
+        model = "segmentation.SegmentationProfile"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Profile {n}")
+    method = "connection"

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from providers.models import WorkLocation
 from segmentation.models import (
     METHOD_CHOICES,
+    BillingPresentation,
     Job,
     JobStatus,
     SegmentationProfile,
@@ -118,7 +119,8 @@ class JobCreateSerializer(serializers.Serializer):
     preferred_providers = JsonListField(
         example="[12, 7]",
         required=False,
-        help_text="Provider ids, in order of preference for subcontracted work, as JSON text.",
+        help_text="Provider ids (or `{provider, weight}` objects), in order of preference for "
+        "subcontracted work, as JSON text.",
     )
 
     def validate(self, attrs):
@@ -374,11 +376,50 @@ class SegmentationProfileSerializer(serializers.ModelSerializer):
         default=list,
         help_text='Processing steps, e.g. `[{"service": "anonymize-ip", "where": "udp"}]`.',
     )
-    preferred_providers = serializers.ListField(
+    preferred_providers = serializers.JSONField(
+        required=False,
+        default=list,
+        help_text='In order of preference: `[{"provider": 12, "weight": 0.5}, 7]` (a bare id '
+        "weighs 1). The planner favours them by their weight, in (0, 1]; subcontracted work "
+        "goes to the first that offers every service. Answered as objects.",
+    )
+    preferred_networks = serializers.JSONField(
+        required=False,
+        default=list,
+        help_text='In order: `[{"network": 3, "weight": 0.3}]`; planned paths through them are '
+        "favoured.",
+    )
+    blocked_providers = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=ID_MAX),
         required=False,
         default=list,
-        help_text="Provider ids in order of preference for subcontracted work.",
+        help_text="Provider ids never asked nor planned.",
+    )
+    blocked_networks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=ID_MAX),
+        required=False,
+        default=list,
+        help_text="Network ids no planned path may cross.",
+    )
+    min_provider_rating = serializers.FloatField(
+        min_value=0,
+        max_value=5,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Providers rated below it, or not rated yet, are not planned.",
+    )
+    prefer_highest_rated = serializers.BooleanField(required=False, default=False)
+    cost_weight = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        default=0.0,
+        help_text="0: fastest first, then cheapest (the default); 1: cheapest first, then "
+        "fastest; between: the weight of cost against time.",
+    )
+    billing_presentation = serializers.ChoiceField(
+        choices=BillingPresentation.choices, required=False, default="consolidated"
     )
 
     class Meta:
@@ -392,6 +433,13 @@ class SegmentationProfileSerializer(serializers.ModelSerializer):
             "bpf_filter",
             "pipeline",
             "preferred_providers",
+            "preferred_networks",
+            "blocked_providers",
+            "blocked_networks",
+            "min_provider_rating",
+            "prefer_highest_rated",
+            "cost_weight",
+            "billing_presentation",
             "created_at",
         ]
         read_only_fields = ["created_at"]

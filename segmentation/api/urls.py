@@ -1,6 +1,6 @@
 from rest_framework.routers import DynamicRoute, SimpleRouter
 
-from segmentation.api import views
+from segmentation.api import planning, views
 
 
 class ActionRouter(SimpleRouter):
@@ -21,5 +21,12 @@ router.register(
     "segmentation-profiles", views.SegmentationProfileViewSet, basename="segmentation-profile"
 )
 router.register("work", views.WorkViewSet, basename="work")
+# Service requests' actions are collections and objects of their own (the availability
+# messages, the plan): they end with a slash, `service-requests/7/availability/`.
+requests_router = SimpleRouter()
+requests_router.register("devices", planning.ClientDeviceViewSet, basename="client-device")
+requests_router.register(
+    "service-requests", planning.ServiceRequestViewSet, basename="service-request"
+)
 
-urlpatterns = router.urls
+urlpatterns = router.urls + requests_router.urls

@@ -52,6 +52,7 @@ from segmentation.selectors import job_of, jobs_of, profiles_of
 from segmentation.services import (
     JobRejected,
     JobSpec,
+    ProfilePlanning,
     WorkRefused,
     job_submit,
     segmentation_profile_save,
@@ -434,7 +435,9 @@ PROFILE_ID_PARAMETER = OpenApiParameter(
             s400="`validation_failed` (see `errors`), e.g. a name your organization already has.",
             s403=ORGANIZATION_403,
             s409="`idempotency_in_progress`.",
-            s422="`invalid_split`, `bad_bpf`, `invalid_pipeline`, or `idempotency_key_reused`.",
+            s422="`invalid_split`, `bad_bpf`, `invalid_pipeline`, `invalid_preferences` (an "
+            "unknown provider or network, one both preferred and blocked, a weight out of "
+            "range), or `idempotency_key_reused`.",
         ),
     ),
 )
@@ -484,7 +487,18 @@ class SegmentationProfileViewSet(
         try:
             with transaction.atomic():
                 serializer.instance = segmentation_profile_save(
-                    organization=self.organization, name=values["name"], spec=spec
+                    organization=self.organization,
+                    name=values["name"],
+                    spec=spec,
+                    planning=ProfilePlanning(
+                        preferred_networks=values["preferred_networks"],
+                        blocked_providers=values["blocked_providers"],
+                        blocked_networks=values["blocked_networks"],
+                        min_provider_rating=values["min_provider_rating"],
+                        prefer_highest_rated=values["prefer_highest_rated"],
+                        cost_weight=values["cost_weight"],
+                        billing_presentation=values["billing_presentation"],
+                    ),
                 )
         except JobRejected as rejection:
             raise Problem(

@@ -395,6 +395,7 @@ def test_a_member_acting_for_another_organization_does_not_see_the_job(lease, lo
 
 def test_a_profile_created_on_the_profiles_page_is_listed_for_its_organization(holder, lease):
     preferred = VerifiedProviderFactory(legal_name="Anon Partners Ltd")
+    blocked = VerifiedProviderFactory(legal_name="Blocked Carrier Ltd")
     OrganizationFactory()
     segmentation_profile_save(
         organization=LeaseFactory().winner, name="Theirs", spec=JobSpec("connection")
@@ -409,6 +410,11 @@ def test_a_profile_created_on_the_profiles_page_is_listed_for_its_organization(h
             "bpf_filter": "tcp port 443",
             "pipeline": '[{"service": "anonymize-ip"}]',
             "preferred_1": preferred.pk,
+            "weight_1": "0.4",
+            "blocked_providers": [blocked.pk],
+            "min_provider_rating": "3.5",
+            "cost_weight": "0.25",
+            "billing_presentation": "per_provider",
         },
         follow=True,
     )
@@ -420,9 +426,13 @@ def test_a_profile_created_on_the_profiles_page_is_listed_for_its_organization(h
         "tcp port 443",
     )
     assert profile.pipeline == [{"service": "anonymize-ip"}]
-    assert profile.preferred_providers == [preferred.pk]
+    assert profile.preferred_providers == [{"provider": preferred.pk, "weight": 0.4}]
+    assert profile.blocked_providers == [blocked.pk]
+    assert (profile.min_provider_rating, profile.cost_weight) == (3.5, 0.25)
+    assert profile.billing_presentation == "per_provider"
     text = _text(response)
-    assert "Web only" in text and "anonymize-ip" in text and "Anon Partners Ltd" in text
+    assert "Web only" in text and "anonymize-ip" in text and "Anon Partners Ltd (0.4)" in text
+    assert "Blocked Carrier Ltd" in text
     assert "Theirs" not in text
     assert profile.name in _text(holder.get(NEW))  # offered on the new job form
 
