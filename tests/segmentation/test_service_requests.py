@@ -125,7 +125,7 @@ def answer(service_request, provider, *, bandwidths=None, price=100, minutes=30,
     )
 
 
-# --- broadcast -------------------------------------------------------------------------------------
+# --- broadcast ------------------------------------------------------------------------------
 
 
 def test_a_request_goes_to_every_eligible_provider_and_no_other(
@@ -138,9 +138,7 @@ def test_a_request_goes_to_every_eligible_provider_and_no_other(
     OfferFactory(provider=unverified, service="segmentation")
     OfferFactory(provider=unverified, service="dedupe")
     blocked = provider_with_paths(1000, services_offered=["dedupe"])
-    profile = SegmentationProfileFactory(
-        organization=recipient[0], blocked_providers=[blocked.pk]
-    )
+    profile = SegmentationProfileFactory(organization=recipient[0], blocked_providers=[blocked.pk])
 
     service_request = committed(
         django_capture_on_commit_callbacks,
@@ -392,7 +390,7 @@ def test_blocked_networks_and_preferred_providers_of_the_profile_are_honoured(re
     assert "blocked_network" in plan.exclusions[0]["causes"]
 
 
-# --- negotiation -------------------------------------------------------------------------------------
+# --- negotiation ----------------------------------------------------------------------------
 
 
 def test_a_negotiation_takes_lower_quotes_and_plans_again_when_it_closes(
@@ -561,11 +559,17 @@ def test_subcontracting_still_applies_to_a_planned_job(recipient):
     assert all(item.steps == [] for item in plain_items)
 
 
+def accept(service_request):
+    return plan_accept(
+        service_request=service_request, user=None, chunks=[b""], size=0, input_name="x"
+    )
+
+
 def test_an_out_of_date_or_infeasible_plan_cannot_be_accepted(recipient):
     provider = provider_with_paths(1000)
     service_request = request_for(recipient)
     with pytest.raises(RequestRefused) as refused:
-        plan_accept(service_request=service_request, user=None, chunks=[b""], size=0, input_name="x")
+        accept(service_request)
     assert refused.value.code == "no_plan"
     message = answer(service_request, provider)
     plan_current(service_request=service_request)
@@ -573,7 +577,7 @@ def test_an_out_of_date_or_infeasible_plan_cannot_be_accepted(recipient):
         valid_until=timezone.now() - timedelta(seconds=1)
     )
     with pytest.raises(RequestRefused) as refused:
-        plan_accept(service_request=service_request, user=None, chunks=[b""], size=0, input_name="x")
+        accept(service_request)
     assert refused.value.code == "plan_outdated"
     assert Plan.objects.filter(service_request=service_request).count() == 1
     service_request.refresh_from_db()
