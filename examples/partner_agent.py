@@ -23,6 +23,15 @@ result in the segment's format, noting the positions of the packets kept → upl
 (compressed when the claim says so). One log line per item. A result or give-back that fails
 on the network is retried; a retried result the exchange already has (409 work_item_done)
 counts as delivered.
+
+With `--answer-price MINOR` it also answers the service requests sent to the provider: each
+round it lists the open ones (`GET /api/v1/service-requests/?role=received&status=open`), and
+for each it has no valid answer to, it offers every one of its routing paths (`GET
+/api/v1/routing-paths/`) at `--answer-share` of the path's capacity, at that price per GB in
+the request's currency, valid for `--answer-valid` seconds (`POST
+/api/v1/service-requests/{id}/availability/`).
+
+    python examples/partner_agent.py --url ... --key ... --answer-price 80 [--answer-share 0.5]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -153,6 +163,76 @@ class Exchange:
         headers = {"Content-Type": "application/json"}
         with self._open("POST", item["fail_url"], body=body, headers=headers) as response:
             return json.load(response)
+
+
+class Answering:
+    """Answers the open service requests sent to the provider with its routing paths."""
+
+    def __init__(self, exchange: Exchange, *, price: int, share: float, valid: float):
+        self.exchange = exchange
+        self.price = price
+        self.share = share
+        self.valid = valid
+
+    def _get(self, path: str) -> dict | list:
+        with self.exchange._open("GET", self.exchange.url + path) as response:
+            return json.load(response)
+
+    def _pages(self, path: str) -> Iterator[dict]:
+        page = self._get(path)
+        while True:
+            yield from page["results"]
+            if not page.get("next"):
+                return
+            with self.exchange._open("GET", page["next"]) as response:
+                page = json.load(response)
+
+    def run(self) -> int:
+        """Answer every open request without a valid answer of ours; returns how many."""
+        paths = list(self._pages("/api/v1/routing-paths/"))
+        if not paths:
+            logger.warning("No routing paths to offer: add them in the console.")
+            return 0
+        answered = 0
+        for request in self._pages("/api/v1/service-requests/?role=received&status=open"):
+            if (request.get("yours") or {}).get("valid"):
+                continue
+            valid_until = datetime.now(UTC) + timedelta(seconds=self.valid)
+            body = {
+                "paths": [
+                    {
+                        "path": path["id"],
+                        "bandwidth_mbps": max(1, int(path["capacity_mbps"] * self.share)),
+                    }
+                    for path in paths
+                ],
+                "price_per_gb_minor": self.price,
+                "currency": request["currency"],
+                "valid_until": valid_until.isoformat(),
+            }
+            url = request["links"]["availability"]
+            try:
+                with self.exchange._open(
+                    "POST",
+                    url,
+                    body=json.dumps(body).encode(),
+                    headers={
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": f"answer-{request['id']}-{int(valid_until.timestamp())}",
+                    },
+                ) as response:
+                    message = json.load(response)
+            except ExchangeError as error:
+                logger.warning("request %s: not answered: %s", request["id"], error)
+                continue
+            answered += 1
+            logger.info(
+                "request %s: answered (message %s, %d paths)",
+                request["id"],
+                message["id"],
+                len(body["paths"]),
+            )
+        return answered
 
 
 def _multipart(parts: list[tuple[str, str | Path, str | None]]) -> tuple[Iterator, int, str]:
@@ -304,11 +384,28 @@ def _give_back(exchange: Exchange, item: dict, reason: str, label: str) -> None:
         logger.warning("%s: could not give it back (%s); its claim will run out", label, error)
 
 
-def agent_run(exchange: Exchange, *, once: bool, poll: float, max_items: int, fail_first: bool):
-    """Claim and process items until told to stop; returns the exit status."""
+def agent_run(
+    exchange: Exchange,
+    *,
+    once: bool,
+    poll: float,
+    max_items: int,
+    fail_first: bool,
+    answering: Answering | None = None,
+):
+    """Claim and process items (and answer service requests) until told to stop; returns
+    the exit status."""
     delivered = 0
     give_back_next = fail_first
     while True:
+        if answering is not None:
+            try:
+                answering.run()
+            except ExchangeError as error:
+                if error.status in FATAL_STATUSES:
+                    logger.error("The exchange refuses this key: %s", error)
+                    return 2
+                logger.warning("Answering failed: %s", error)
         try:
             item = exchange.claim()
         except ExchangeError as error:
@@ -355,6 +452,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Give the first claimed item back (to see it claimed again; for tests).",
     )
+    parser.add_argument(
+        "--answer-price",
+        type=int,
+        default=None,
+        help="Answer open service requests, at this price per GB (minor units).",
+    )
+    parser.add_argument(
+        "--answer-share",
+        type=float,
+        default=1.0,
+        help="The share of each path's capacity offered as available (0 to 1).",
+    )
+    parser.add_argument(
+        "--answer-valid", type=float, default=600.0, help="Seconds an answer holds."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s partner-agent %(message)s", stream=sys.stdout
@@ -362,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM stops like Ctrl+C: the item in hand is given back first
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     exchange = Exchange(args.url, args.key)
+    answering = None
+    if args.answer_price is not None:
+        answering = Answering(
+            exchange, price=args.answer_price, share=args.answer_share, valid=args.answer_valid
+        )
     try:
         return agent_run(
             exchange,
@@ -369,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             poll=args.poll,
             max_items=args.max_items,
             fail_first=args.fail_first,
+            answering=answering,
         )
     except KeyboardInterrupt:
         logger.info("Stopped.")

@@ -8,8 +8,10 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Max, Q
 from django.http import Http404
 from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -17,6 +19,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from marketplace.models import MANAGING_ROLES
+from marketplace.money import money_format
 from marketplace.selectors import membership_get
 from providers.models import (
     Network,
@@ -33,6 +36,7 @@ from providers.services import (
     webhook_endpoint_deactivate,
     webhook_endpoint_secret_rotate,
 )
+from segmentation.models import ServiceRequest
 
 
 def console_provider(request) -> ProviderProfile | None:
@@ -456,6 +460,85 @@ class WebhookDeliveryConsoleAdmin(ProviderScopedAdmin):
     @admin.display(description="last error")
     def last_error_short(self, obj):
         return obj.last_error if len(obj.last_error) <= 80 else f"{obj.last_error[:79]}…"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ServiceRequest, site=console_site)
+class ServiceRequestConsoleAdmin(ProviderScopedAdmin):
+    """The service requests broadcast to the provider, read-only, each with a link to its page
+    where the provider answers with its availability (or with the API)."""
+
+    provider_field = "broadcast_to"
+    list_display = [
+        "id",
+        "status",
+        "volume",
+        "deadline",
+        "services_needed",
+        "price_limit",
+        "your_answer",
+        "answer_link",
+    ]
+    list_filter = ["status"]
+    fields = [
+        "status",
+        "data_bytes",
+        "deadline",
+        "services",
+        "price_limit_minor",
+        "currency",
+        "sla_min_rate_mbps",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="volume")
+    def volume(self, obj):
+        return filesizeformat(obj.data_bytes)
+
+    @admin.display(description="services")
+    def services_needed(self, obj):
+        return ", ".join(obj.services) or "—"
+
+    @admin.display(description="price limit")
+    def price_limit(self, obj):
+        if obj.price_limit_minor is None:
+            return "none"
+        return money_format(obj.price_limit_minor, obj.currency)
+
+    @admin.display(description="your answer")
+    def your_answer(self, obj):
+        if obj.answered_until is None:
+            return "not yet"
+        return f"valid until {obj.answered_until:%Y-%m-%d %H:%M} UTC"
+
+    @admin.display(description="")
+    def answer_link(self, obj):
+        return format_html(
+            '<a href="{}">Open and answer</a>', reverse("service_request_detail", args=[obj.pk])
+        )
+
+    def get_queryset(self, request):
+        # the latest validity of the acting provider's own answers (the admin is shared by
+        # every request: nothing per request is kept on it)
+        provider = console_provider(request)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                answered_until=Max(
+                    "availability__valid_until", filter=Q(availability__provider=provider)
+                )
+            )
+        )
 
     def has_add_permission(self, request):
         return False

@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from marketplace.api.authentication import ApiKeyPrincipal
 from marketplace.api.idempotency import IdempotentCreateMixin, idempotent_create
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
@@ -609,8 +610,11 @@ class ServiceRequestViewSet(
         return self._detail(service_request, status=status.HTTP_201_CREATED)
 
     def acting_user(self):
-        user = self.request.user
-        return user if getattr(user, "is_authenticated", False) and hasattr(user, "pk") else None
+        """Who acts: the signed-in person, or the member who created the API key."""
+        principal = self.request.user
+        if isinstance(principal, ApiKeyPrincipal):
+            return principal.api_key.created_by
+        return principal
 
     @extend_schema(
         summary="Availability messages",

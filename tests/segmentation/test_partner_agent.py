@@ -10,27 +10,20 @@ test creates are committed (`transaction=True`) so those processes see them.
 
 import itertools
 import json
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from marketplace.models import ApiKeyScope
-from marketplace.services import api_key_create
 from providers.models import Service
 from segmentation import bpf, decode
 from segmentation.capture import capture_open
 from segmentation.processing import headers_length
 from tests.captures import CAPTURES_DIR
-from tests.factories import LeaseFactory, OfferFactory, VerifiedProviderFactory, member_of
-from tests.support.processes import kill, manage_start, serve_start, wait_for
-from tests.support.queues import private_queue_close, private_queue_open
+from tests.factories import LeaseFactory, OfferFactory, VerifiedProviderFactory
+from tests.support.api import api_key_for, http_request
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,86 +34,7 @@ CAPTURE = CAPTURES_DIR / "many-protocols.pcap"  # 4709 packets: 269 UDP, 4321 TC
 PIPELINE = [{"service": "anonymize-ip", "where": "udp"}, {"service": "strip-payload"}]
 
 
-# --- processes ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_queue(settings):
-    """A task queue of this test's own, for the jobs' tasks of the processes it starts."""
-    private = private_queue_open(settings)
-    yield private.name
-    private_queue_close(private)
-
-
-@pytest.fixture
-def job_storage(settings, tmp_path) -> Path:
-    settings.JOB_STORAGE_DIR = tmp_path / "jobs"
-    return settings.JOB_STORAGE_DIR
-
-
-@pytest.fixture
-def exchange(transactional_db, private_queue, job_storage, tmp_path):
-    """The exchange serving on a free port with its task worker; its address and processes."""
-    env = {
-        "JOB_STORAGE_DIR": str(job_storage),
-        # on Redis a worker process of its own takes the private queue (an embedded worker
-        # would also take the shared "default" queue)
-        "EMBEDDED_WORKER": "false" if ON_REDIS_QUEUE else "true",
-    }
-    processes = {}
-    try:
-        if ON_REDIS_QUEUE:
-            log = tmp_path / "worker.log"
-            worker = manage_start(private_queue, log, "worker", "--queue", private_queue, **env)
-            processes["worker"] = (worker, log)
-        log = tmp_path / "server.log"
-        server, url = serve_start(private_queue, log, **env)
-        processes["server"] = (server, log)
-        yield url, processes
-    finally:
-        kill(*(process for process, _ in processes.values()))
-
-
-@pytest.fixture
-def agent_start(tmp_path):
-    """Starts examples/partner_agent.py; the agents started are killed at the end."""
-    started = []
-
-    def start(url: str, key: str, *options: str) -> tuple[subprocess.Popen, Path]:
-        log = tmp_path / f"agent-{len(started)}.log"
-        # The agent knows the exchange only by its URL and key: no settings, no database.
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if name not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")
-        }
-        with log.open("w") as output:
-            process = subprocess.Popen(
-                [sys.executable, str(AGENT), "--url", url, "--key", key, *options],
-                cwd=tmp_path,
-                env={**environment, "PYTHONUNBUFFERED": "1"},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        return process, log
-
-    yield start
-    kill(*started)
-
-
 # --- the marketplace ------------------------------------------------------------------------
-
-
-def _key(organization) -> str:
-    _, key = api_key_create(
-        organization=organization,
-        name="test key",
-        scope=ApiKeyScope.WRITE,
-        created_by=member_of(organization),
-    )
-    return key
 
 
 @pytest.fixture
@@ -140,23 +54,12 @@ def market():
         "lease": lease,
         "provider_a": provider_a,
         "provider_b": provider_b,
-        "buyer_key": _key(lease.winner),
-        "partner_key": _key(provider_b.organization),
+        "buyer_key": api_key_for(lease.winner),
+        "partner_key": api_key_for(provider_b.organization),
     }
 
 
 # --- HTTP as a client sees it -----------------------------------------------------------------
-
-
-def _request(url: str, key: str, *, data: bytes | None = None, headers=None):
-    request = urllib.request.Request(
-        url, data=data, headers={"Authorization": f"Bearer {key}", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 def _job_submit(url: str, key: str, lease_id: int) -> dict:
@@ -176,7 +79,7 @@ def _job_submit(url: str, key: str, lease_id: int) -> dict:
         f'filename="{CAPTURE.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
     body += CAPTURE.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    status, content = _request(
+    status, content = http_request(
         f"{url}/api/v1/jobs/",
         key,
         data=body,
@@ -188,7 +91,7 @@ def _job_submit(url: str, key: str, lease_id: int) -> dict:
 
 def _job_finished(url: str, key: str, job_id: int, processes: dict, agent_log: Path) -> dict:
     def ended():
-        status, content = _request(f"{url}/api/v1/jobs/{job_id}/", key)
+        status, content = http_request(f"{url}/api/v1/jobs/{job_id}/", key)
         assert status == 200, content
         job = json.loads(content)
         return job if job["status"] in ("succeeded", "failed") else None
@@ -286,11 +189,11 @@ def _job_through_the_agent(exchange, market, agent_start, tmp_path, *agent_optio
     job = _job_finished(url, market["buyer_key"], submitted["id"], processes, agent_log)
     wait_for(lambda: agent.poll() is not None, what="the agent's exit", seconds=30)
     assert agent.returncode == 0, agent_log.read_text()
-    status, content = _request(job["output_url"], market["buyer_key"])
+    status, content = http_request(job["output_url"], market["buyer_key"])
     assert status == 200, content
     output = tmp_path / "output.pcap"
     output.write_bytes(content)
-    status, content = _request(job["manifest_url"], market["buyer_key"])
+    status, content = http_request(job["manifest_url"], market["buyer_key"])
     assert status == 200, content
     return job, output, json.loads(content), agent_log.read_text()
 

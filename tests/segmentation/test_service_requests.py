@@ -5,6 +5,8 @@ plan's job dispersed over the planned providers."""
 from datetime import timedelta
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from providers.models import WorkLocation
@@ -583,6 +585,15 @@ def test_an_out_of_date_or_infeasible_plan_cannot_be_accepted(recipient):
     service_request.refresh_from_db()
     assert service_request.status == ServiceRequestStatus.OPEN
 
+    slow = provider_with_paths(10)
+    hurried = request_for(recipient, deadline=timezone.now() + timedelta(minutes=1))
+    answer(hurried, slow)
+    assert not plan_current(service_request=hurried).feasible
+    with pytest.raises(RequestRefused) as refused:
+        accept(hurried)
+    assert refused.value.code == "plan_infeasible"
+    assert "deadline" in refused.value.message
+
 
 def test_a_bad_capture_refuses_the_acceptance_and_the_request_stays_open(recipient):
     provider = provider_with_paths(1000)
@@ -600,3 +611,31 @@ def test_a_bad_capture_refuses_the_acceptance_and_the_request_stays_open(recipie
     assert refused.value.code == "not_a_capture"
     service_request.refresh_from_db()
     assert service_request.status == ServiceRequestStatus.OPEN
+
+
+# --- the provider console ----------------------------------------------------------------------
+
+
+def test_the_console_lists_the_requests_sent_to_the_provider_and_its_answer(recipient):
+    asked = provider_with_paths(1000)
+    other = provider_with_paths(1000)
+    profile = SegmentationProfileFactory(organization=recipient[0], blocked_providers=[other.pk])
+    service_request = request_for(recipient, profile=profile, data_bytes=3 * GB)
+    stranger = OrganizationFactory()
+    hidden = request_for(
+        (stranger, None),
+        profile=SegmentationProfileFactory(organization=stranger, blocked_providers=[asked.pk]),
+    )
+    client = Client()
+    client.force_login(member_of(asked.organization))
+    listing = reverse("console:segmentation_servicerequest_changelist")
+
+    page = client.get(listing).content.decode()
+    assert f"/requests/{service_request.pk}/" in page
+    assert f"/requests/{hidden.pk}/" not in page
+    assert "not yet" in page and "2.8\xa0GB" in page
+
+    answer(service_request, asked)
+    assert "valid until" in client.get(listing).content.decode()
+    change = reverse("console:segmentation_servicerequest_change", args=[hidden.pk])
+    assert client.get(change).status_code == 404
