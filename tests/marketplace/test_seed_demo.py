@@ -10,6 +10,8 @@ from auctions.models import Auction
 from marketplace.management.commands.seed_demo import DEMO_PASSWORD, STAFF_EMAIL, demo_slugs
 from marketplace.models import Organization, User
 from providers.models import Network, Offer, ProviderProfile, ProviderStatus, RoutingPath
+from segmentation.models import ServiceRequest
+from segmentation.service_requests import plan_current
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +92,20 @@ def test_the_first_demo_buyer_can_segment_a_capture_at_once(django_capture_on_co
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.failure_reason
     assert job.output_packets == job.packets_total > 0
+
+
+def test_the_demo_buyer_has_a_service_request_answered_by_every_demo_provider(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        call_command("seed_demo")
+        call_command("seed_demo")
+    (service_request,) = ServiceRequest.objects.filter(organization__name="Acme Analytics")
+    # Northwind and Bluepeak offer anonymize-ip, the profile's service; Orbital does not
+    assert service_request.availability.count() == service_request.broadcast_to.count() == 2
+    plan = plan_current(service_request=service_request)
+    assert plan.feasible and plan.lines.count() == 3  # Northwind's path and Bluepeak's two
+    owner = Client()
+    assert owner.login(email="buyer@acme.demo", password=DEMO_PASSWORD)
+    page = owner.get(f"/requests/{service_request.pk}/").content.decode()
+    assert 'data-testid="plan-drawing"' in page

@@ -26,7 +26,7 @@ from providers.services import (
     provider_verify,
     routing_path_create,
 )
-from segmentation.demo import demo_lease_ensure
+from segmentation.demo import demo_lease_ensure, demo_service_request_ensure
 
 DEMO_PASSWORD = "demo-pass-2026"
 STAFF_EMAIL = "staff@demo.exchange"
@@ -151,11 +151,18 @@ class Command(BaseCommand):
         ]
         created = demo_auctions_ensure(providers=providers, buyers=buyers)
         lease = demo_lease_ensure(provider=providers[0], buyer=buyers[0])
+        service_request = demo_service_request_ensure(providers=providers, buyer=buyers[0])
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
             f"{buyers[0].name} holds lease {lease.pk} of a {providers[0]} block until "
             f"{lease.ends_at:%Y-%m-%d}: segment a capture under it at /jobs/new/."
         )
+        if service_request is not None:
+            self.stdout.write(
+                f"{buyers[0].name}'s service request {service_request.pk} has answers from "
+                f"{service_request.availability.count()} providers: its plan is at "
+                f"/requests/{service_request.pk}/."
+            )
         if created:
             self.stdout.write(
                 f"{created} demo auctions: the first closes in 3 minutes, the last in 45."
