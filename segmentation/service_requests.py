@@ -92,13 +92,19 @@ class PathOffer:
 
 
 def providers_eligible(
-    *, services: Iterable[str], profile: SegmentationProfile | None = None
+    *,
+    services: Iterable[str],
+    profile: SegmentationProfile | None = None,
+    maker: Organization | None = None,
 ) -> list[ProviderProfile]:
     """The providers a request goes to: verified (and active), offering the segmentation
-    service and every required processing service, not blocked by the profile."""
+    service and every required processing service, not blocked by the profile, and other
+    than the maker itself (an organization that both buys and provides)."""
     providers = ProviderProfile.objects.filter(
         status=ProviderStatus.VERIFIED, organization__is_active=True
     )
+    if maker is not None:
+        providers = providers.exclude(organization=maker)
     for service in {Service.SEGMENTATION, *services}:
         providers = providers.filter(
             pk__in=Offer.objects.filter(service=service, is_active=True).values("provider")
@@ -157,9 +163,11 @@ def service_request_create(
     if spec.sla_min_rate_mbps is not None and spec.sla_min_rate_mbps < 1:
         raise RequestRefused("invalid_sla", "The guaranteed rate must be at least 1 Mbit/s.")
     services = _services_checked(spec.services, profile)
-    eligible = providers_eligible(services=services, profile=profile)
+    eligible = providers_eligible(services=services, profile=profile, maker=organization)
     if not eligible:
-        raise RequestRefused("no_eligible_provider", _nobody_eligible(services, profile))
+        raise RequestRefused(
+            "no_eligible_provider", _nobody_eligible(services, profile, organization)
+        )
     service_request = ServiceRequest.objects.create(
         organization=organization,
         created_by=user if user is not None and user.is_authenticated else None,
@@ -187,9 +195,9 @@ def service_request_create(
     return service_request
 
 
-def _nobody_eligible(services: list[str], profile: SegmentationProfile) -> str:
+def _nobody_eligible(services: list[str], profile: SegmentationProfile, maker: Organization) -> str:
     needed = ", ".join(["segmentation", *services])
-    verified = providers_eligible(services=services)
+    verified = providers_eligible(services=services, maker=maker)
     if verified and profile.blocked_providers:
         return (
             f"Every verified provider offering {needed} is blocked by the profile "
@@ -208,8 +216,15 @@ def service_request_payload(service_request: ServiceRequest) -> dict:
         "currency": service_request.currency,
         "price_limit_minor": service_request.price_limit_minor,
         "sla_min_rate_mbps": service_request.sla_min_rate_mbps,
-        "availability_url": reverse("service-request-availability", args=[service_request.pk]),
+        "availability_url": _absolute(
+            reverse("service-request-availability", args=[service_request.pk])
+        ),
     }
+
+
+def _absolute(path: str) -> str:
+    """A link for webhook receivers, which know the exchange only by SITE_URL."""
+    return settings.SITE_URL.rstrip("/") + path
 
 
 def _broadcast(provider_ids: list[int], event: str, payload: dict, text: str) -> None:
@@ -607,7 +622,7 @@ def negotiation_open(
         payload = service_request_payload(locked) | {
             "negotiation": negotiation.pk,
             "closes_at": closes_at.isoformat(),
-            "quote_url": reverse("service-request-quotes", args=[locked.pk]),
+            "quote_url": _absolute(reverse("service-request-quotes", args=[locked.pk])),
         }
         transaction.on_commit(
             partial(
@@ -734,6 +749,12 @@ def plan_accept(
         locked = _open_request(service_request.pk, now)
         plan = locked.plans.order_by("-created_at", "-pk").first()
         if plan is None:
+            if locked.availability.exists():
+                raise RequestRefused(
+                    "no_plan",
+                    "No plan has been computed yet: look at the plan (GET .../plan/ or the "
+                    "request's page), then accept it.",
+                )
             raise RequestRefused("no_plan", "No plan yet: no provider has answered.")
         if _plan_stale(locked, plan, now):
             raise RequestRefused(

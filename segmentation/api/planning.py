@@ -99,17 +99,19 @@ class ClientDeviceSerializer(serializers.ModelSerializer):
     """A client device of the acting recipient."""
 
     url = serializers.SerializerMethodField()
+    phone_number = serializers.CharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="E.164: a plus, the country code, then the number (at most 15 digits), e.g. "
+        "`+14155550123`; spaces are dropped; empty for none.",
+    )
 
     class Meta:
         model = ClientDevice
         fields = ["id", "url", "name", "identifier", "phone_number", "created_at"]
         read_only_fields = ["created_at"]
-        extra_kwargs = {
-            "phone_number": {
-                "help_text": "E.164: a plus, the country code, then the number (at most 15 "
-                "digits), e.g. `+14155550123`; empty for none."
-            }
-        }
         # uniqueness is the service's to check (a clear message, per field)
         validators = []
 

@@ -156,6 +156,17 @@ def test_a_device_without_a_telephone_number_is_registered(maker):
     assert response.json()["phone_number"] == ""
 
 
+def test_a_telephone_number_typed_with_spaces_is_stored_without_them(maker):
+    response = maker.post(
+        DEVICES,
+        {"name": "Probe", "identifier": "SN-9", "phone_number": "+44 20 7946 0958 12"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["phone_number"] == "+44207946095812"
+
+
 def test_a_second_device_with_the_same_identifier_is_refused(maker, recipient):
     ClientDeviceFactory(organization=recipient, identifier="SN-7")
 
@@ -234,6 +245,25 @@ def test_a_request_is_broadcast_to_the_eligible_providers_and_hidden_from_the_ot
         status=404,
         code="service_request_not_found",
     )
+
+
+def test_a_request_goes_to_the_other_providers_and_never_back_to_its_maker(client_of):
+    # an organization that both buys and sells asks the *other* providers (issue 5: "a
+    # request ... is communicated to other providers"); it cannot answer its own request
+    own = provider_with_paths(1000)
+    own.organization.kind = OrganizationKind.BOTH
+    own.organization.save()
+    other = provider_with_paths(1000)
+    maker_client = client_of(own)
+    profile = SegmentationProfileFactory(organization=own.organization)
+
+    body = created(maker_client, profile)
+
+    assert ids_in(client_of(other).get(REQUESTS, {"role": "received"})) == [body["id"]]
+    assert ids_in(maker_client.get(REQUESTS, {"role": "mine"})) == [body["id"]]
+    assert ids_in(maker_client.get(REQUESTS, {"role": "received"})) == []
+    assert_problem(answer(maker_client, body["id"], own), status=404, code="not_asked")
+    assert not AvailabilityMessage.objects.exists()
 
 
 def test_a_request_nobody_can_serve_is_422_no_eligible_provider(maker, profile):
@@ -328,7 +358,7 @@ def test_a_read_scoped_key_may_list_but_not_request_service(
     assert not ServiceRequest.objects.exists()
 
 
-def test_creating_a_request_queues_a_signed_webhook_for_each_eligible_providers_endpoint(
+def test_creating_a_request_queues_a_webhook_delivery_for_each_eligible_providers_endpoint(
     maker, profile, settings, django_capture_on_commit_callbacks
 ):
     # the deliveries' first attempts are queued as tasks: kept in memory here, not sent
@@ -338,6 +368,7 @@ def test_creating_a_request_queues_a_signed_webhook_for_each_eligible_providers_
     endpoint = WebhookEndpointFactory(provider=able)
     ignored = WebhookEndpointFactory(provider=unable)
 
+    settings.SITE_URL = "https://exchange.example"
     with django_capture_on_commit_callbacks(execute=True):
         body = created(maker, profile, services=["dedupe"])
 
@@ -345,12 +376,15 @@ def test_creating_a_request_queues_a_signed_webhook_for_each_eligible_providers_
     assert delivery.event == "service_request.created"
     assert delivery.payload["service_request"] == body["id"]
     assert delivery.payload["data_bytes"] == 10 * GB
-    assert delivery.payload["availability_url"] == request_url(body["id"], "availability")
+    # a receiver knows the exchange only by its address: the link is absolute
+    assert delivery.payload["availability_url"] == "https://exchange.example" + request_url(
+        body["id"], "availability"
+    )
     assert "profile" not in delivery.payload
     assert delivery.status == "pending"
     assert not WebhookDelivery.objects.filter(endpoint=ignored).exists()
-    queued = [list(result.args) for result in task_backends["default"].results]
-    assert queued == [[delivery.pk]]
+    queued = [(r.task.name, list(r.args)) for r in task_backends["default"].results]
+    assert queued == [("webhook_deliver", [delivery.pk])]
 
 
 # --- availability messages -----------------------------------------------------------------
@@ -701,6 +735,39 @@ def test_accepting_the_plan_with_a_capture_starts_its_job_and_closes_the_request
     assert Job.objects.count() == 1
     cancel = maker.post(request_url(request_id, "cancel"))
     assert_problem(cancel, status=409, code="request_accepted")
+
+
+def test_accepting_before_the_plan_was_computed_does_not_claim_nobody_answered(
+    open_request, maker, client_of
+):
+    provider = provider_with_paths(1000)
+    request_id = open_request()
+    answered(client_of(provider), request_id, provider)
+
+    # the maker accepts without having asked for the plan first
+    response = maker.post(
+        request_url(request_id, "accept"), {"file": capture_upload()}, format="multipart"
+    )
+
+    body = assert_problem(response, status=409, code="no_plan")
+    assert "no provider has answered" not in body["detail"]
+    assert not Job.objects.exists()
+
+
+def test_an_infeasible_plan_cannot_be_accepted(open_request, maker, client_of):
+    provider = provider_with_paths(100)
+    request_id = open_request(deadline=in_minutes(10))
+    answered(client_of(provider), request_id, provider)
+    assert maker.get(request_url(request_id, "plan")).json()["feasible"] is False
+
+    response = maker.post(
+        request_url(request_id, "accept"), {"file": capture_upload()}, format="multipart"
+    )
+
+    body = assert_problem(response, status=409, code="plan_infeasible")
+    assert "deadline" in body["detail"]
+    assert not Job.objects.exists()
+    assert maker.get(request_url(request_id)).json()["status"] == "open"
 
 
 def test_a_provider_may_not_accept_the_plan(open_request, client_of):
