@@ -150,11 +150,16 @@ JOB_STALL_SECONDS = env.float("JOB_STALL_SECONDS", default=60.0)
 # Service requests: how long a negotiation (a reverse auction among the providers that
 # answered) stays open unless the recipient says otherwise.
 NEGOTIATION_SECONDS = env.float("NEGOTIATION_SECONDS", default=600.0)
+# A request that asks to negotiate opens its negotiation this long after its first answer.
+NEGOTIATION_COLLECT_SECONDS = env.float("NEGOTIATION_COLLECT_SECONDS", default=60.0)
 # Outbound webhooks to providers: how long to wait for a receiver (per network step), the
 # first retry delay (doubled after each failure), and the attempts before a delivery gives up.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=2.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+# Webhook receivers on loopback or private addresses (development): off in production, so a
+# provider cannot aim the exchange at its internal network.
+WEBHOOK_PRIVATE_TARGETS = env.bool("WEBHOOK_PRIVATE_TARGETS", default=DEBUG)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)

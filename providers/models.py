@@ -227,10 +227,24 @@ def webhook_secret_generate() -> str:
 
 def webhook_url_validate(value: str) -> None:
     """https to anywhere; plain http only to this machine or a private network (a receiver
-    under development), never across the internet where the body could be read in transit."""
+    under development), never across the internet where the body could be read in transit.
+    Unless WEBHOOK_PRIVATE_TARGETS allows development receivers, an address literal must be
+    public, and http is refused (the sender also checks what a host name resolves to)."""
     parts = urlsplit(value)
+    private_allowed = getattr(settings, "WEBHOOK_PRIVATE_TARGETS", False)
     if parts.scheme == "https" and parts.hostname:
+        if not private_allowed:
+            try:
+                literal = ipaddress.ip_address(parts.hostname)
+            except ValueError:
+                literal = None
+            if (literal is not None and not literal.is_global) or parts.hostname == "localhost":
+                raise ValidationError(
+                    f"A webhook receiver must be on a public address, not {parts.hostname}."
+                )
         return
+    if parts.scheme == "http" and parts.hostname and not private_allowed:
+        raise ValidationError("A webhook URL starts with https://.")
     if parts.scheme != "http" or not parts.hostname:
         raise ValidationError("A webhook URL starts with https:// (or http:// for development).")
     host = parts.hostname

@@ -288,10 +288,25 @@ def routing_path_update(*, path: RoutingPath, data: RoutingPathInput) -> Routing
     return path
 
 
-@transaction.atomic
+class RoutingPathInUse(Exception):
+    """Raised when a routing path was offered in an availability message (the plans and jobs
+    that used it keep naming it), so it cannot be deleted."""
+
+    def __init__(self, *, path: RoutingPath):
+        self.path = path
+        super().__init__(
+            f"The routing path “{path.name}” was offered to service requests, whose plans keep "
+            "it on record: it cannot be deleted. Stop offering it in your answers instead."
+        )
+
+
 def routing_path_delete(*, path: RoutingPath) -> None:
-    """Delete a routing path with its hops."""
-    RoutingPath.objects.select_for_update().get(pk=path.pk).delete()
+    """Delete a routing path with its hops; RoutingPathInUse once it was offered."""
+    try:
+        with transaction.atomic():
+            RoutingPath.objects.select_for_update().get(pk=path.pk).delete()
+    except ProtectedError:
+        raise RoutingPathInUse(path=path) from None
 
 
 @transaction.atomic
@@ -339,6 +354,11 @@ def webhook_timeout_seconds() -> float:
 
 def webhook_retry_base_seconds() -> float:
     return float(getattr(settings, "WEBHOOK_RETRY_BASE_SECONDS", 2.0))
+
+
+def webhook_private_targets_allowed() -> bool:
+    """Whether receivers on loopback or private addresses are allowed (development, tests)."""
+    return bool(getattr(settings, "WEBHOOK_PRIVATE_TARGETS", False))
 
 
 def webhook_max_attempts() -> int:
@@ -542,6 +562,7 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
         event_id=str(delivery.event_id),
         body=body,
         timeout=timeout,
+        public_only=not webhook_private_targets_allowed(),
     )
     finished_at = now + timedelta(milliseconds=response.duration_ms)
 

@@ -21,12 +21,15 @@ checks it with `webhook_signature_verify`, over the body bytes exactly as receiv
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 SIGNATURE_HEADER = "Segment-Exchange-Signature"
 EVENT_HEADER = "Segment-Exchange-Event"
@@ -132,13 +135,47 @@ class _RedirectRefused(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_RedirectRefused)
 
 
+def webhook_target_refusal(url: str) -> str | None:
+    """Why the exchange must not POST to `url` when only public receivers are allowed: its
+    host resolves to an address that is not public (loopback, private, link-local such as a
+    cloud's metadata service, reserved); None when every address it resolves to is public.
+    A provider could otherwise aim the exchange's workers at its internal network and read
+    the answers' status codes in its delivery log."""
+    host = urlsplit(url).hostname
+    if not host:
+        return f"No host in {url}"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError) as exc:
+        return f"Could not resolve {host}: {exc}"
+    for address in sorted(addresses):
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            return (
+                f"Refused: {host} resolves to {address}, which is not a public address "
+                "(receivers on private networks are for development only)"
+            )
+    return None
+
+
 def webhook_send(
-    *, url: str, secret: str, event: str, event_id: str, body: bytes, timeout: float
+    *,
+    url: str,
+    secret: str,
+    event: str,
+    event_id: str,
+    body: bytes,
+    timeout: float,
+    public_only: bool = False,
 ) -> WebhookResponse:
     """POST a signed webhook to `url` and say how it went. Never raises for what the network
-    or the receiver did; waits at most `timeout` seconds for each step of the exchange."""
+    or the receiver did; waits at most `timeout` seconds for each step of the exchange. With
+    `public_only`, a URL whose host resolves to a non-public address is not contacted."""
     if not url.startswith(("https://", "http://")):
         return WebhookResponse(status_code=None, error=f"Not an http(s) URL: {url}", duration_ms=0)
+    if public_only:
+        refusal = webhook_target_refusal(url)
+        if refusal is not None:
+            return WebhookResponse(status_code=None, error=refusal, duration_ms=0)
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
         url,
         data=body,

@@ -447,6 +447,8 @@ class AcceptForm(forms.Form):
     capture = forms.FileField(
         label="Capture to carry", help_text="pcap or pcapng: the plan's providers segment it."
     )
+    # the plan shown on the page: refused if another replaced it meanwhile
+    plan = forms.IntegerField(widget=forms.HiddenInput, required=False)
 
 
 class ClientDeviceForm(forms.Form):

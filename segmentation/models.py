@@ -566,6 +566,9 @@ class Plan(models.Model):
         null=True, blank=True, help_text="When the first availability message it uses expires."
     )
     computed_ms = models.FloatField(default=0)
+    inputs_at = models.DateTimeField(
+        help_text="When it read the messages and quotes: anything newer makes it out of date."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -193,3 +193,11 @@ def plan_drawing(plan, *, limit: int = 40) -> dict:
         )
         offset += segment_height
     return {"height": height, "lines": drawn, "more": more}
+
+
+def negotiation_standing(negotiation) -> dict:
+    """A negotiation's reverse auction as anyone invited may see it: how many providers
+    quoted in it, and the lowest price quoted (no names)."""
+    quotes = negotiation.quotes.all()
+    lowest = min((quote.price_per_gb_minor for quote in quotes), default=None)
+    return {"providers": len({quote.provider_id for quote in quotes}), "lowest": lowest}

@@ -9,6 +9,7 @@ nothing is stored for a refused call.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils import timezone
@@ -48,6 +49,10 @@ from segmentation.models import (
 )
 from segmentation.processing import SERVICES as PROCESSING_SERVICES
 from segmentation.processing import ProcessingError, services_required
+
+logger = logging.getLogger(__name__)
+
+LARGEST = 2**63 - 1  # the largest volume or amount the database stores
 
 SERVICE_REQUEST_EVENT = "service_request.created"
 QUOTE_REQUEST_EVENT = "service_request.quote_requested"
@@ -111,7 +116,16 @@ def providers_eligible(
         )
     if profile is not None and profile.blocked_providers:
         providers = providers.exclude(pk__in=profile.blocked_providers)
-    return list(providers.select_related("organization").order_by("legal_name", "pk"))
+    providers = list(providers.select_related("organization").order_by("legal_name", "pk"))
+    if profile is not None and profile.min_provider_rating is not None:
+        # the planner would leave them out: they are not asked either
+        providers = [
+            provider
+            for provider in providers
+            if (rating := provider_rating(provider)) is not None
+            and rating >= profile.min_provider_rating
+        ]
+    return providers
 
 
 def _services_checked(services: Sequence[str] | None, profile: SegmentationProfile) -> list[str]:
@@ -154,12 +168,16 @@ def service_request_create(
         )
     if isinstance(spec.data_bytes, bool) or not isinstance(spec.data_bytes, int):
         raise RequestRefused("invalid_volume", "The data volume is a whole number of bytes.")
-    if spec.data_bytes < 1:
-        raise RequestRefused("invalid_volume", "The data volume must be at least one byte.")
+    if not 1 <= spec.data_bytes <= LARGEST:
+        raise RequestRefused(
+            "invalid_volume", f"The data volume is between 1 and {LARGEST:,} bytes."
+        )
     if spec.currency not in CURRENCY_EXPONENTS:
         raise RequestRefused("invalid_currency", f"Unsupported currency {spec.currency!r}.")
-    if spec.price_limit_minor is not None and spec.price_limit_minor < 0:
-        raise RequestRefused("invalid_price_limit", "The price limit cannot be negative.")
+    if spec.price_limit_minor is not None and not 0 <= spec.price_limit_minor <= LARGEST:
+        raise RequestRefused(
+            "invalid_price_limit", "The price limit is an amount between 0 and 2^63 - 1."
+        )
     if spec.sla_min_rate_mbps is not None and spec.sla_min_rate_mbps < 1:
         raise RequestRefused("invalid_sla", "The guaranteed rate must be at least 1 Mbit/s.")
     services = _services_checked(spec.services, profile)
@@ -198,6 +216,12 @@ def service_request_create(
 def _nobody_eligible(services: list[str], profile: SegmentationProfile, maker: Organization) -> str:
     needed = ", ".join(["segmentation", *services])
     verified = providers_eligible(services=services, maker=maker)
+    if verified and profile.min_provider_rating is not None:
+        return (
+            f"No provider offering {needed} is rated at least {profile.min_provider_rating:g} "
+            f"(the minimum of the profile “{profile.name}”; providers are unrated until "
+            "recipients rate them): lower the minimum, or clear it."
+        )
     if verified and profile.blocked_providers:
         return (
             f"Every verified provider offering {needed} is blocked by the profile "
@@ -303,8 +327,8 @@ def availability_submit(
                 "currency_mismatch",
                 f"The request is priced in {locked.currency}, not {currency}.",
             )
-        if isinstance(price_per_gb_minor, bool) or price_per_gb_minor < 0:
-            raise RequestRefused("invalid_price", "The price per GB cannot be negative.")
+        if isinstance(price_per_gb_minor, bool) or not 0 <= price_per_gb_minor <= LARGEST:
+            raise RequestRefused("invalid_price", "The price per GB is between 0 and 2^63 - 1.")
         owned = _paths_checked(provider, paths)
         live = (
             AvailabilityMessage.objects.filter(
@@ -405,7 +429,7 @@ def plan_compute(*, service_request: ServiceRequest, now: datetime | None = None
         .order_by("created_at", "pk")
     )
     negotiation = request.negotiations.order_by("-opened_at", "-pk").first()
-    prices = quoted_prices(negotiation) if negotiation is not None else {}
+    prices = quoted_prices(request)
     # equal prices: the earlier quote (or message, when not quoted) ranks first
     priced_at = {
         message.pk: prices.get(message.pk, (message.price_per_gb_minor, message.created_at))
@@ -443,7 +467,7 @@ def plan_compute(*, service_request: ServiceRequest, now: datetime | None = None
         now=now,
     )
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return _plan_store(request, result, messages, negotiation, elapsed_ms)
+    return _plan_store(request, result, messages, negotiation, elapsed_ms, now)
 
 
 def _plan_request(request: ServiceRequest, now: datetime) -> planner.PlanRequest:
@@ -487,6 +511,7 @@ def _plan_store(
     messages: list[AvailabilityMessage],
     negotiation: Negotiation | None,
     elapsed_ms: float,
+    inputs_at: datetime,
 ) -> Plan:
     used = {line.candidate.message_id for line in result.lines}
     expiries = [m.valid_until for m in messages if m.pk in used]
@@ -521,6 +546,7 @@ def _plan_store(
             messages_used=len(messages),
             valid_until=min(expiries) if expiries else None,
             computed_ms=elapsed_ms,
+            inputs_at=inputs_at,
         )
         PlanLine.objects.bulk_create(
             PlanLine(
@@ -563,12 +589,20 @@ def plan_current(*, service_request: ServiceRequest, now: datetime | None = None
 def _plan_stale(service_request: ServiceRequest, plan: Plan, now: datetime) -> bool:
     if plan.valid_until is not None and plan.valid_until <= now:
         return True
+    # the time left no longer holds the plan's makespan
+    if (
+        plan.feasible
+        and plan.makespan_seconds is not None
+        and now + timedelta(seconds=plan.makespan_seconds) > service_request.deadline
+    ):
+        return True
+    # anything that arrived after the plan read its inputs
     changed = (
         AvailabilityMessage.objects.filter(
-            service_request=service_request, created_at__gte=plan.created_at
+            service_request=service_request, created_at__gte=plan.inputs_at
         ).exists()
         or Quote.objects.filter(
-            negotiation__service_request=service_request, created_at__gte=plan.created_at
+            negotiation__service_request=service_request, created_at__gte=plan.inputs_at
         ).exists()
     )
     if changed:
@@ -669,8 +703,8 @@ def quote_submit(
             )
         if isinstance(price_per_gb_minor, bool) or price_per_gb_minor < 0:
             raise RequestRefused("invalid_price", "The price per GB cannot be negative.")
-        last = negotiation.quotes.filter(provider=provider).order_by("-created_at", "-pk").first()
-        current = last.price_per_gb_minor if last else message.price_per_gb_minor
+        quoted = quoted_prices(locked).get(message.pk)
+        current = quoted[0] if quoted else message.price_per_gb_minor
         if price_per_gb_minor >= current:
             raise RequestRefused(
                 "quote_not_lower",
@@ -685,23 +719,61 @@ def quote_submit(
         )
 
 
-def quoted_prices(negotiation: Negotiation) -> dict[int, tuple[int, datetime]]:
-    """Each message's best quote in the negotiation: {message id: (price, when quoted)}."""
+def quoted_prices(service_request: ServiceRequest) -> dict[int, tuple[int, datetime]]:
+    """Each message's best quote in any negotiation of the request: {message id: (price,
+    when first quoted)}. A quote binds its provider for the message's life: a later
+    negotiation starts from it."""
     best: dict[int, tuple[int, datetime]] = {}
-    for quote in negotiation.quotes.order_by("created_at", "pk"):
+    quotes = Quote.objects.filter(negotiation__service_request=service_request)
+    for quote in quotes.order_by("created_at", "pk"):
         known = best.get(quote.message_id)
         if known is None or quote.price_per_gb_minor < known[0]:
             best[quote.message_id] = (quote.price_per_gb_minor, quote.created_at)
     return best
 
 
+def negotiations_open_due(*, now: datetime | None = None) -> int:
+    """Open the negotiation of each request that asks for one (`negotiate`), once
+    NEGOTIATION_COLLECT_SECONDS have passed since its first answer: the providers that
+    answered by then are invited, until NEGOTIATION_SECONDS later or the deadline (a periodic
+    job; safe in several processes at once)."""
+    now = now or timezone.now()
+    collected = now - timedelta(seconds=settings.NEGOTIATION_COLLECT_SECONDS)
+    due = ServiceRequest.objects.filter(
+        negotiate=True,
+        status=ServiceRequestStatus.OPEN,
+        deadline__gt=now,
+        negotiations__isnull=True,
+        availability__created_at__lte=collected,
+        availability__valid_until__gt=now,
+    ).distinct()
+    opened = 0
+    for service_request in due:
+        closes_at = min(
+            now + timedelta(seconds=settings.NEGOTIATION_SECONDS),
+            service_request.deadline - timedelta(seconds=1),
+        )
+        try:
+            negotiation_open(service_request=service_request, closes_at=closes_at)
+        except (RequestRefused, IntegrityError) as refusal:
+            # another process opened it first, or the request closed meanwhile
+            logger.info("Request %s: no negotiation opened: %s", service_request.pk, refusal)
+            continue
+        opened += 1
+    return opened
+
+
 def negotiations_close(*, now: datetime | None = None) -> int:
     """Close the negotiations whose time is up and plan their requests again with the quotes
-    (a periodic job; safe in several processes at once)."""
-    now = now or timezone.now()
+    (a periodic job; safe in several processes at once). `now` is for tests: by default each
+    negotiation is closed at the time it is closed."""
+    given = now
     closed = 0
-    due = Negotiation.objects.filter(status=NegotiationStatus.OPEN, closes_at__lte=now)
+    due = Negotiation.objects.filter(
+        status=NegotiationStatus.OPEN, closes_at__lte=given or timezone.now()
+    )
     for pk in due.values_list("pk", flat=True):
+        now = given or timezone.now()
         with transaction.atomic():
             negotiation = (
                 Negotiation.objects.select_for_update(of=("self",), skip_locked=True)
@@ -717,8 +789,12 @@ def negotiations_close(*, now: datetime | None = None) -> int:
             request = negotiation.service_request
             closed += 1
         if request.status == ServiceRequestStatus.OPEN and request.deadline > now:
-            if request.availability.filter(valid_until__gt=now).exists():
-                plan_compute(service_request=request, now=now)
+            try:
+                if request.availability.filter(valid_until__gt=now).exists():
+                    plan_compute(service_request=request, now=now)
+            except (RequestRefused, ValueError):
+                # planned again when its page or API asks; the other negotiations close now
+                logger.exception("Request %s could not be planned after its negotiation", pk)
             organization_notify(
                 request.organization_id,
                 text=f"The negotiation on service request {request.pk} closed: plan updated.",
@@ -737,6 +813,7 @@ def plan_accept(
     chunks: Iterable[bytes],
     size: int | None,
     input_name: str,
+    plan_id: int | None = None,
 ) -> Job:
     """Accept the request's current plan with the capture to carry: the request is closed and
     a job starts whose segments are dispersed over the plan's providers in its proportions
@@ -756,6 +833,26 @@ def plan_accept(
                     "request's page), then accept it.",
                 )
             raise RequestRefused("no_plan", "No plan yet: no provider has answered.")
+        if plan_id is not None and plan.pk != plan_id:
+            raise RequestRefused(
+                "plan_outdated",
+                f"Plan {plan_id} is no longer the request's plan (plan {plan.pk} replaced it): "
+                "look at the new plan and accept that one.",
+            )
+        negotiation = locked.negotiations.order_by("-opened_at", "-pk").first()
+        if negotiation is not None and negotiation.status == NegotiationStatus.OPEN:
+            raise RequestRefused(
+                "negotiation_open",
+                f"The negotiation takes quotes until {negotiation.closes_at:%H:%M:%S} UTC; the "
+                "plan is made again then: accept it after.",
+            )
+        if locked.negotiate and negotiation is None:
+            raise RequestRefused(
+                "negotiation_pending",
+                "The request negotiates first: the providers that answered are asked for "
+                f"better quotes {settings.NEGOTIATION_COLLECT_SECONDS:g} s after the first "
+                "answer, and the plan is made again when that closes.",
+            )
         if _plan_stale(locked, plan, now):
             raise RequestRefused(
                 "plan_outdated",

@@ -75,6 +75,7 @@ from segmentation.processing import (
 )
 from segmentation.split import (
     MAX_FILES_METHODS,
+    MIN_FILE_SIZE,
     ROUTED_BASE,
     SegmentIndex,
     SplitError,
@@ -370,6 +371,9 @@ def job_submit_planned(
     limit = settings.JOB_UPLOAD_MAX_BYTES
     if size is not None and size > limit:
         raise JobRejected("upload_too_large", _too_large(size, limit))
+    planned = planned_volume_limit(service_request.data_bytes)
+    if size is not None and size > planned:
+        raise JobRejected("volume_mismatch", _over_plan(size, service_request.data_bytes))
     job = Job.objects.create(
         status=JobStatus.QUEUED,
         organization=service_request.organization,
@@ -384,13 +388,34 @@ def job_submit_planned(
         input_name=input_name,
         input_bytes=size or 0,
     )
-    return _job_input_store(job, chunks, input_name)
+    return _job_input_store(job, chunks, input_name, planned=service_request.data_bytes)
 
 
-def _job_input_store(job: Job, chunks: Iterable[bytes], input_name: str) -> Job:
+# A capture may exceed the volume its plan was made for by this share (its file and record
+# headers, a slightly larger export); beyond, the plan's times and prices would not hold.
+PLANNED_VOLUME_SLACK = 0.02
+
+
+def planned_volume_limit(data_bytes: int) -> int:
+    return int(data_bytes * (1 + PLANNED_VOLUME_SLACK)) + 4096
+
+
+def _over_plan(size: int | None, data_bytes: int) -> str:
+    got = f" ({size:,} bytes)" if size is not None else ""
+    return (
+        f"The capture{got} is larger than the {data_bytes:,} bytes the plan was made for: "
+        "request service for this volume, then accept its plan."
+    )
+
+
+def _job_input_store(
+    job: Job, chunks: Iterable[bytes], input_name: str, *, planned: int | None = None
+) -> Job:
     """Store the upload of an accepted job and queue it; JobRejected (the job marked failed)
-    when it is over the limit or not a capture."""
+    when it is over the limit (or the volume its plan was made for) or not a capture."""
     limit = settings.JOB_UPLOAD_MAX_BYTES
+    if planned is not None:
+        limit = min(limit, planned_volume_limit(planned))
     folder = job_dir(job.pk)
     path = folder / "input"
     try:
@@ -401,6 +426,10 @@ def _job_input_store(job: Job, chunks: Iterable[bytes], input_name: str) -> Job:
         raise
     except ValueError:
         job_dir_remove(job.pk)
+        if planned is not None and limit < settings.JOB_UPLOAD_MAX_BYTES:
+            message = _over_plan(None, planned)
+            _job_mark_failed(job, "volume_mismatch", message)
+            raise JobRejected("volume_mismatch", message, job=job) from None
         _job_mark_failed(job, "upload_too_large", _too_large(None, limit))
         raise JobRejected("upload_too_large", _too_large(None, limit), job=job) from None
     try:
@@ -557,11 +586,18 @@ def offered_services(provider: ProviderProfile) -> set[str]:
 
 
 def subcontractor_choose(
-    *, services: set[str], exclude: ProviderProfile | None, preferred: list[int]
+    *,
+    services: set[str],
+    exclude: ProviderProfile | None,
+    preferred: list[int],
+    blocked: Iterable[int] = (),
 ) -> ProviderProfile | None:
-    """The verified provider to subcontract to: the first of `preferred` offering every
-    service in `services`, else the cheapest (sum of their per-GB prices; ties: oldest)."""
-    candidates = ProviderProfile.objects.filter(status=ProviderStatus.VERIFIED)
+    """The verified provider to subcontract to, never one of `blocked` (the profile's): the
+    first of `preferred` offering every service in `services`, else the cheapest (sum of
+    their per-GB prices; ties: oldest)."""
+    candidates = ProviderProfile.objects.filter(status=ProviderStatus.VERIFIED).exclude(
+        pk__in=list(blocked)
+    )
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude.pk)
     for service in services:
@@ -593,7 +629,15 @@ class _Owner:
     assigned: int = 0  # bytes of the segments given to it so far
 
 
-PLANNED_SEGMENTS_PER_LINE = 4
+PLANNED_SEGMENTS_PER_LINE = 8
+
+
+def _packets_counted(path: Path) -> int:
+    """How many packets a capture holds (a pass over its record headers)."""
+    with capture_open(path) as reader:
+        if reader.format == "pcap":
+            return sum(len(bounds) - 1 for _chunk, bounds in reader.pcap_spans())
+        return sum(1 for _packet in reader)
 
 
 class _Dispersal:
@@ -627,11 +671,26 @@ class _Dispersal:
         return cls(owners, planned=job.plan_id is not None)
 
     def param(self, job: Job) -> str | None:
-        """The split's parameter: the profile's; a planned job with a per-value method and no
-        cap gets a few segments per line rather than one per connection (or address)."""
-        if job.param or not self.planned or job.method not in MAX_FILES_METHODS:
+        """The split's parameter: the profile's for a lease's job. A planned job needs enough
+        segments to share them in the plan's proportions (PLANNED_SEGMENTS_PER_LINE per line
+        of the plan): the per-value methods are capped at that many files (not fewer than the
+        profile's cap), round-robin deals over at least that many, and file-size and
+        packet-count take at most the size that gives that many. bpf-filter makes its two
+        segments whatever the plan."""
+        if not self.planned:
             return job.param or None
-        return str(PLANNED_SEGMENTS_PER_LINE * len(self.owners))
+        wanted = PLANNED_SEGMENTS_PER_LINE * len(self.owners)
+        given = int(job.param) if job.param and job.method != "bpf-filter" else None
+        if job.method in MAX_FILES_METHODS:
+            return str(max(given or 0, wanted))
+        if job.method == "round-robin":
+            return str(max(given, wanted))
+        if job.method == "file-size":
+            return str(max(MIN_FILE_SIZE, min(given, job.input_bytes // wanted)))
+        if job.method == "packet-count":
+            packets = _packets_counted(job_dir(job.pk) / f"input.{job.input_format}")
+            return str(max(1, min(given, -(-packets // wanted))))
+        return job.param or None
 
     def owner_of(self, number: int) -> _Owner:
         return self.segment_owner.get(number, self.owners[0])
@@ -688,6 +747,7 @@ def _job_split(job: Job) -> str:
             services=needed,
             exclude=lease_provider,
             preferred=preferred_ids(job.preferred_providers),
+            blocked=job.profile.blocked_providers if job.profile_id else (),
         )
         if subcontractor is None:
             short = next(owner for owner in dispersal.owners if owner.lacking)
@@ -1016,7 +1076,8 @@ def work_claim(*, api_key: ApiKey) -> tuple[WorkItem, str] | None:
             item.claimed_by = api_key
             # the base time, plus twice the time the segment takes to send at the block's
             # max rate, down and back up
-            rate = job_rate_mbps(job) or 1
+            # (a planned segment: its path's bandwidth)
+            rate = (item.plan_line.bandwidth_mbps if item.plan_line_id else job_rate_mbps(job)) or 1
             transfer = 2 * 2 * item.bytes_in * 8 / (rate * 1_000_000)
             item.claim_deadline = now + timedelta(seconds=settings.WORK_CLAIM_SECONDS + transfer)
             item.started_at = now
@@ -1306,6 +1367,7 @@ def _manifest(job: Job, items: list[WorkItem], assembled, sha256: str, finished)
         },
         "started_at": _iso(job.started_at),
         "finished_at": _iso(finished),
+        "dispersal": _dispersal_manifest(job, items),
         "segments": [
             {
                 "number": item.number,
@@ -1333,6 +1395,28 @@ def _manifest(job: Job, items: list[WorkItem], assembled, sha256: str, finished)
             for item in items
         ],
     }
+
+
+def _dispersal_manifest(job: Job, items: list[WorkItem]) -> list[dict] | None:
+    """A planned job: each line of its plan, the share planned and the share its segments
+    carried (whole segments: near the plan, rarely on it)."""
+    if job.plan_id is None:
+        return None
+    carried: dict[int, int] = {}
+    for item in items:
+        if item.plan_line_id is not None:
+            carried[item.plan_line_id] = carried.get(item.plan_line_id, 0) + item.bytes_in
+    total = sum(carried.values()) or 1
+    return [
+        {
+            "provider": {"id": line.provider_id, "name": line.provider.legal_name},
+            "path": {"id": line.path_id, "name": line.path.name},
+            "planned_fraction": line.fraction,
+            "carried_bytes": carried.get(line.pk, 0),
+            "carried_fraction": round(carried.get(line.pk, 0) / total, 6),
+        }
+        for line in job.plan.lines.select_related("provider", "path")
+    ]
 
 
 def _sla_check(job: Job, lease: Lease) -> SlaBreach | None:

@@ -58,6 +58,7 @@ from segmentation.packet import Packet
 __all__ = [
     "MAX_FILES_METHODS",
     "METHODS",
+    "MIN_FILE_SIZE",
     "SegmentFile",
     "SegmentIndex",
     "SegmentList",
@@ -85,7 +86,7 @@ MAX_FILES_METHODS = frozenset(
 )
 _PCAP_FILE_HEADER = 24
 _PCAP_RECORD_HEADER = 16
-_MIN_FILE_SIZE = _PCAP_FILE_HEADER + _PCAP_RECORD_HEADER + 1
+MIN_FILE_SIZE = _PCAP_FILE_HEADER + _PCAP_RECORD_HEADER + 1
 
 _SYN = 0x02
 _ACK = 0x10
@@ -137,9 +138,9 @@ def split_param_parse(method: str, param: int | str | None) -> int | str | None:
             f"the parameter of {method} ({_PARAM_MEANING[method]}) must be a positive "
             f"integer, not {param!r}"
         )
-    if method == "file-size" and number < _MIN_FILE_SIZE:
+    if method == "file-size" and number < MIN_FILE_SIZE:
         raise SplitError(
-            f"file-size must be at least {_MIN_FILE_SIZE} bytes (a 24-byte file header, a "
+            f"file-size must be at least {MIN_FILE_SIZE} bytes (a 24-byte file header, a "
             f"16-byte record header and one byte), not {number}"
         )
     return number

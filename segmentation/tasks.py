@@ -53,3 +53,8 @@ def jobs_reconcile() -> int:
 @periodic(every_seconds=5)
 def negotiations_close() -> int:
     return service_requests.negotiations_close()
+
+
+@periodic(every_seconds=5)
+def negotiations_open_due() -> int:
+    return service_requests.negotiations_open_due()

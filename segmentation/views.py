@@ -43,6 +43,7 @@ from segmentation.selectors import (
     job_progress,
     jobs_of,
     leases_usable,
+    negotiation_standing,
     networks_public,
     plan_drawing,
     profile_summary,
@@ -61,7 +62,6 @@ from segmentation.service_requests import (
     plan_accept,
     plan_current,
     quote_submit,
-    quoted_prices,
     service_request_cancel,
     service_request_create,
 )
@@ -426,6 +426,7 @@ def _request_for_maker(request, service_request):
                         chunks=uploaded_chunks(upload),
                         size=upload.size,
                         input_name=upload.name,
+                        plan_id=form.cleaned_data["plan"],
                     )
                     messages.success(request, f"Plan accepted: job {job.pk} started.")
                     return redirect("job_detail", pk=job.pk)
@@ -456,7 +457,7 @@ def _request_for_maker(request, service_request):
             "plan_error": plan_error,
             "drawing": plan_drawing(plan) if plan is not None and plan.feasible else None,
             "negotiation": negotiation,
-            "negotiation_prices": quoted_prices(negotiation) if negotiation else {},
+            "standing": negotiation_standing(negotiation) if negotiation else None,
             "job": job,
             "forms": forms,
             "open": service_request.status == "open" and service_request.deadline > timezone.now(),
@@ -504,7 +505,7 @@ def _request_for_provider(request, service_request):
         except RequestRefused as refusal:
             messages.error(request, refusal.message)
     negotiation = service_request.negotiations.order_by("-opened_at", "-pk").first()
-    prices = quoted_prices(negotiation) if negotiation else {}
+    standing = negotiation_standing(negotiation) if negotiation else None
     return render(
         request,
         "segmentation/requests/detail.html",
@@ -513,7 +514,7 @@ def _request_for_provider(request, service_request):
             "is_maker": False,
             "messages_received": availability_of(service_request, request.organization),
             "negotiation": negotiation,
-            "lowest_quote": min((p for p, _ in prices.values()), default=None),
+            "lowest_quote": standing["lowest"] if standing else None,
             "invited": negotiation is not None
             and negotiation.status == "open"
             and negotiation.invited.filter(pk=provider.pk).exists(),
@@ -535,10 +536,11 @@ def client_device_list(request):
     if request.method == "POST":
         status = 400
         if request.POST.get("remove"):
-            device = client_devices_of(organization=organization).filter(
-                pk=request.POST.get("remove")
-            )
-            device = device.first()
+            try:
+                pk = int(request.POST["remove"])
+            except ValueError:
+                raise Http404("No such device.") from None
+            device = client_devices_of(organization=organization).filter(pk=pk).first()
             if device is None:
                 raise Http404("No such device.")
             client_device_remove(device=device)

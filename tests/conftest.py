@@ -16,6 +16,13 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _webhook_receivers_on_loopback(settings):
+    # the tests' webhook receivers listen on 127.0.0.1, as a developer's would; the tests of
+    # the production rule turn this off
+    settings.WEBHOOK_PRIVATE_TARGETS = True
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # PBKDF2 is slow by design; tests create many users and hash nothing secret.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

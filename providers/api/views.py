@@ -40,6 +40,7 @@ from providers.services import (
     NetworkInUse,
     OfferInput,
     RoutingPathInput,
+    RoutingPathInUse,
     network_create,
     network_delete,
     network_update,
@@ -220,7 +221,10 @@ class RoutingPathViewSet(ProviderOwnedViewSet):
         serializer.instance = self.refreshed(path)
 
     def perform_destroy(self, instance):
-        routing_path_delete(path=instance)
+        try:
+            routing_path_delete(path=instance)
+        except RoutingPathInUse as error:
+            raise Problem(str(error), code="routing_path_in_use", status_code=409) from None
 
 
 @provider_resource_schema(serializer=OfferSerializer, noun="offer")

@@ -36,6 +36,7 @@ from segmentation.models import (
 from segmentation.processing import SERVICES as PROCESSING_SERVICES
 from segmentation.selectors import (
     availability_of,
+    negotiation_standing,
     profiles_of,
     service_request_visible,
     service_requests_of,
@@ -50,11 +51,15 @@ from segmentation.service_requests import (
     plan_accept,
     plan_current,
     quote_submit,
-    quoted_prices,
     service_request_cancel,
     service_request_create,
 )
 from segmentation.uploads import upload_announced_too_large, uploaded_chunks
+
+# The largest amounts and volumes the database stores (a signed 64-bit integer), and rates
+# (Mbit/s) in a PositiveIntegerField.
+INTEGER_MAX = 2**63 - 1
+RATE_MAX = 2**31 - 1
 
 # HTTP status of each stable code of a refusal; the others are 422.
 REFUSAL_STATUS = {
@@ -76,6 +81,7 @@ REFUSAL_STATUS = {
     "plan_outdated": status.HTTP_409_CONFLICT,
     "plan_infeasible": status.HTTP_409_CONFLICT,
     "provider_unavailable": status.HTTP_409_CONFLICT,
+    "negotiation_pending": status.HTTP_409_CONFLICT,
     "upload_too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
 }
 
@@ -193,7 +199,9 @@ class ServiceRequestCreateSerializer(serializers.Serializer):
     profile = serializers.IntegerField(
         min_value=1, max_value=ID_MAX, help_text="One of your segmentation profiles."
     )
-    data_bytes = serializers.IntegerField(min_value=1, help_text="The data volume, in bytes.")
+    data_bytes = serializers.IntegerField(
+        min_value=1, max_value=INTEGER_MAX, help_text="The data volume, in bytes."
+    )
     deadline = serializers.DateTimeField(help_text="When all the data must be carried (UTC).")
     services = serializers.ListField(
         child=serializers.ChoiceField(choices=sorted(PROCESSING_SERVICES)),
@@ -212,11 +220,12 @@ class ServiceRequestCreateSerializer(serializers.Serializer):
         help_text="The client device the request comes from.",
     )
     price_limit_minor = serializers.IntegerField(
-        min_value=0, required=False, allow_null=True, default=None
+        min_value=0, max_value=INTEGER_MAX, required=False, allow_null=True, default=None
     )
     currency = serializers.ChoiceField(choices=CURRENCY_CHOICES, default="USD")
     sla_min_rate_mbps = serializers.IntegerField(
         min_value=1,
+        max_value=RATE_MAX,
         required=False,
         allow_null=True,
         default=None,
@@ -290,15 +299,14 @@ class ServiceRequestSerializer(serializers.ModelSerializer):
         negotiation = service_request.negotiations.order_by("-opened_at", "-pk").first()
         if negotiation is None:
             return None
-        prices = quoted_prices(negotiation)
-        best = min(prices.values(), default=None)
+        standing = negotiation_standing(negotiation)
         return {
             "id": negotiation.pk,
             "status": negotiation.status,
             "closes_at": negotiation.closes_at,
-            "quotes": len(prices),
+            "quotes": standing["providers"],
             # the reverse auction's standing: the lowest price quoted so far (no names)
-            "lowest_quote_minor": best[0] if best else None,
+            "lowest_quote_minor": standing["lowest"],
         }
 
     def get_yours(self, service_request) -> dict | None:
@@ -325,13 +333,15 @@ class ServiceRequestSerializer(serializers.ModelSerializer):
 class AvailabilityPathSerializer(serializers.Serializer):
     path = serializers.IntegerField(min_value=1, max_value=ID_MAX, help_text="Your path's id.")
     bandwidth_mbps = serializers.IntegerField(
-        min_value=1, help_text="Bandwidth available now along it (Mbit/s), at most its capacity."
+        min_value=1,
+        max_value=RATE_MAX,
+        help_text="Bandwidth available now along it (Mbit/s), at most its capacity.",
     )
 
 
 class AvailabilityCreateSerializer(serializers.Serializer):
     paths = AvailabilityPathSerializer(many=True, allow_empty=False)
-    price_per_gb_minor = serializers.IntegerField(min_value=0)
+    price_per_gb_minor = serializers.IntegerField(min_value=0, max_value=INTEGER_MAX)
     currency = serializers.ChoiceField(choices=CURRENCY_CHOICES)
     valid_until = serializers.DateTimeField()
 
@@ -374,7 +384,7 @@ class AvailabilityMessageSerializer(serializers.ModelSerializer):
 
 class QuoteCreateSerializer(serializers.Serializer):
     price_per_gb_minor = serializers.IntegerField(
-        min_value=0, help_text="Below your current price for this request."
+        min_value=0, max_value=INTEGER_MAX, help_text="Below your current price for this request."
     )
 
 
@@ -447,6 +457,15 @@ class PlanSerializer(serializers.ModelSerializer):
 
 class AcceptSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The capture to carry (pcap or pcapng).")
+    plan = serializers.IntegerField(
+        min_value=1,
+        max_value=ID_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The plan you accept (the `id` of the plan you looked at): refused "
+        "(409 `plan_outdated`) when another plan has replaced it.",
+    )
 
 
 REQUEST_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The request's id.")
@@ -797,6 +816,7 @@ class ServiceRequestViewSet(
                     chunks=uploaded_chunks(upload),
                     size=upload.size,
                     input_name=upload.name,
+                    plan_id=form.validated_data["plan"],
                 )
             except RequestRefused as refusal:
                 raise refusal_problem(refusal) from None

@@ -96,6 +96,7 @@ class Migration(migrations.Migration):
                 ('messages_used', models.PositiveIntegerField(default=0, help_text='Availability messages valid when it was computed.')),
                 ('valid_until', models.DateTimeField(blank=True, help_text='When the first availability message it uses expires.', null=True)),
                 ('computed_ms', models.FloatField(default=0)),
+                ('inputs_at', models.DateTimeField(help_text='When it read the messages and quotes: anything newer makes it out of date.')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={

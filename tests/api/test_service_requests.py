@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.tasks import task_backends
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -361,8 +360,8 @@ def test_a_read_scoped_key_may_list_but_not_request_service(
 def test_creating_a_request_queues_a_webhook_delivery_for_each_eligible_providers_endpoint(
     maker, profile, settings, django_capture_on_commit_callbacks
 ):
-    # the deliveries' first attempts are queued as tasks: kept in memory here, not sent
-    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+    # the deliveries' first attempts are queued as tasks, which no worker runs here (the
+    # sending itself is tests/providers/test_webhooks.py's)
     able = provider_with_paths(1000, services_offered=["dedupe"])
     unable = provider_with_paths(1000)
     endpoint = WebhookEndpointFactory(provider=able)
@@ -383,8 +382,6 @@ def test_creating_a_request_queues_a_webhook_delivery_for_each_eligible_provider
     assert "profile" not in delivery.payload
     assert delivery.status == "pending"
     assert not WebhookDelivery.objects.filter(endpoint=ignored).exists()
-    queued = [(r.task.name, list(r.args)) for r in task_backends["default"].results]
-    assert queued == [("webhook_deliver", [delivery.pk])]
 
 
 # --- availability messages -----------------------------------------------------------------
@@ -811,3 +808,38 @@ def test_a_cancelled_request_takes_no_more_answers(open_request, maker, client_o
     body = assert_problem(refused, status=409, code="request_closed")
     assert "cancelled" in body["detail"]
     assert not AvailabilityMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"data_bytes": 10**25}, {"price_limit_minor": 10**25}, {"sla_min_rate_mbps": 10**12}],
+)
+def test_numbers_too_large_to_store_are_a_validation_error_not_a_crash(maker, profile, fields):
+    provider_with_paths(1000)
+    response = create(maker, profile, **fields)
+    body = assert_problem(response, status=400, code="validation_failed")
+    assert list(body["errors"]) == list(fields)
+    assert not ServiceRequest.objects.exists()
+
+
+def test_deleting_a_routing_path_that_was_offered_is_a_409(maker, profile, client_of):
+    provider = provider_with_paths(1000)
+    path = paths_of(provider)[0]
+    body = created(maker, profile)
+    partner = client_of(provider)
+    answered = partner.post(
+        f"{REQUESTS}{body['id']}/availability/",
+        {
+            "paths": [{"path": path.pk, "bandwidth_mbps": 500}],
+            "price_per_gb_minor": 90,
+            "currency": "USD",
+            "valid_until": in_minutes(30),
+        },
+        format="json",
+    )
+    assert answered.status_code == 201, answered.content
+
+    response = partner.delete(f"/api/v1/routing-paths/{path.pk}/")
+
+    assert_problem(response, status=409, code="routing_path_in_use")
+    assert provider.routing_paths.filter(pk=path.pk).exists()

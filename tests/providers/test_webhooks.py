@@ -736,3 +736,47 @@ def test_a_plain_member_sees_endpoints_but_not_their_secret_and_cannot_change_th
     assert add.status_code == 403
     endpoint.refresh_from_db()
     assert endpoint.is_active and endpoint.secret == objects[a.pk]["endpoint"].secret
+
+
+# --- production: receivers on public addresses only ----------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hooks",
+        "http://10.1.2.3/hooks",
+        "https://127.0.0.1/hooks",
+        "https://10.0.0.8/hooks",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost/hooks",
+        "http://hooks.provider.example/in",
+    ],
+)
+def test_in_production_an_endpoint_must_be_https_on_a_public_address(url, settings):
+    settings.WEBHOOK_PRIVATE_TARGETS = False
+    with pytest.raises(ValidationError):
+        webhook_endpoint_create(provider=VerifiedProviderFactory(), url=url)
+    assert not WebhookEndpoint.objects.exists()
+    endpoint = webhook_endpoint_create(
+        provider=VerifiedProviderFactory(), url="https://hooks.provider.example/in"
+    )
+    assert endpoint.is_active
+
+
+@pytest.mark.django_db
+def test_in_production_a_receiver_resolving_to_a_private_address_is_never_contacted(
+    receiver, settings
+):
+    # an endpoint saved while development receivers were allowed (or a public name that
+    # resolves to a private address now): the sender checks what the host resolves to
+    delivery = _delivery_to(receiver.url.replace("127.0.0.1", "localhost"))
+    settings.WEBHOOK_PRIVATE_TARGETS = False
+
+    outcome = webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    assert outcome == WebhookAttemptOutcome.RETRY_SCHEDULED
+    delivery.refresh_from_db()
+    assert "resolves to" in delivery.last_error and "not a public address" in delivery.last_error
+    assert receiver.requests == []

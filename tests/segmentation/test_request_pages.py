@@ -339,7 +339,7 @@ def test_the_makers_page_draws_the_plan_with_its_lines_and_reasons(
         "Slow Copper": 2 * GB,
     }
     assert "2 segments</strong> over 2 provider paths" in text
-    assert "assembled at <strong>Fast Fibre</strong>" in text
+    assert "assemblage point <strong>Fast Fibre</strong>" in text
     for line in lines:
         assert f"{line.provider.legal_name} / {line.path.name}" in text
         assert f"<td>{line.bytes}</td>" in text
@@ -502,3 +502,8 @@ def test_another_organization_gets_404_on_the_request_page(maker, profile, provi
         assert f'href="{page(service_request.pk)}"' not in _text(client.get(LIST))
     service_request.refresh_from_db()
     assert service_request.status == ServiceRequestStatus.OPEN
+
+
+def test_removing_a_device_that_is_not_a_number_is_a_404(maker):
+    response = maker.post(reverse("client_device_list"), {"remove": "abc"})
+    assert response.status_code == 404

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from providers.models import WorkLocation
+from providers.services import RoutingPathInUse, routing_path_delete
 from segmentation import services
 from segmentation.jobfiles import job_dir
 from segmentation.models import (
@@ -30,7 +31,9 @@ from segmentation.service_requests import (
     availability_submit,
     negotiation_open,
     negotiations_close,
+    negotiations_open_due,
     plan_accept,
+    plan_compute,
     plan_current,
     quote_submit,
     service_request_create,
@@ -639,3 +642,186 @@ def test_the_console_lists_the_requests_sent_to_the_provider_and_its_answer(reci
     assert "valid until" in client.get(listing).content.decode()
     change = reverse("console:segmentation_servicerequest_change", args=[hidden.pk])
     assert client.get(change).status_code == 404
+
+
+# --- what review found ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "param"),
+    [("file-size", "100000000"), ("round-robin", "2"), ("connection", "2"), ("packet-count", "")],
+)
+def test_a_planned_job_follows_the_plans_proportions_whatever_the_profiles_split(
+    recipient, method, param
+):
+    providers = [provider_with_paths(capacity) for capacity in (400, 300, 300)]
+    profile = SegmentationProfileFactory(
+        organization=recipient[0], method=method, param=param or "100000"
+    )
+    data = MANY.read_bytes()
+    service_request = request_for(recipient, profile=profile, data_bytes=len(data))
+    for provider in providers:
+        answer(service_request, provider)
+    plan = plan_current(service_request=service_request)
+    job = job_run(
+        plan_accept(
+            service_request=service_request,
+            user=None,
+            chunks=[data],
+            size=len(data),
+            input_name="many.pcap",
+        )
+    )
+    assert job.status == JobStatus.SUCCEEDED, job.failure_reason
+    assert (job_dir(job.pk) / "output.pcap").read_bytes() == data
+    carried = {provider.pk: 0 for provider in providers}
+    for item in job.items.all():
+        carried[item.provider_id] += item.bytes_in
+    total = sum(carried.values())
+    for line in plan.lines.all():
+        assert abs(carried[line.provider_id] / total - line.fraction) < 0.12, (carried, method)
+    shares = {entry["provider"]["id"]: entry for entry in job.manifest["dispersal"]}
+    assert shares[providers[0].pk]["planned_fraction"] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_a_subcontractor_is_never_a_provider_the_profile_blocks(recipient):
+    planned = provider_with_paths(1000)
+    only_able = provider_with_paths(1000, services_offered=["anonymize-ip"])
+    profile = SegmentationProfileFactory(
+        organization=recipient[0],
+        pipeline=[{"service": "anonymize-ip", "where": "udp"}],
+        blocked_providers=[only_able.pk],
+    )
+    data = MANY.read_bytes()
+    service_request = request_for(recipient, profile=profile, services=[], data_bytes=len(data))
+    answer(service_request, planned)
+    plan_current(service_request=service_request)
+    job = job_run(
+        plan_accept(
+            service_request=service_request,
+            user=None,
+            chunks=[data],
+            size=len(data),
+            input_name="m",
+        )
+    )
+    assert job.status == JobStatus.FAILED
+    assert job.failure_code == "no_subcontractor"
+    assert not job.items.filter(provider=only_able).exists()
+
+
+def test_a_plan_the_time_left_cannot_hold_is_planned_again_and_not_accepted(recipient):
+    provider = provider_with_paths(100)
+    # 10 GB at 100 Mbit/s: 800 s, with an hour left
+    service_request = request_for(recipient, deadline=timezone.now() + timedelta(hours=1))
+    answer(service_request, provider, minutes=120)
+    plan = plan_current(service_request=service_request)
+    assert plan.feasible
+    later = service_request.deadline - timedelta(seconds=600)
+    replanned = plan_current(service_request=service_request, now=later)
+    assert replanned.pk != plan.pk and not replanned.feasible
+    assert replanned.failures == ["deadline_too_short"]
+
+
+def test_a_second_negotiation_starts_from_the_first_ones_quotes(recipient):
+    provider = provider_with_paths(1000)
+    service_request = request_for(recipient)
+    answer(service_request, provider, price=100)
+    first = negotiation_open(
+        service_request=service_request, closes_at=timezone.now() + timedelta(minutes=5)
+    )
+    quote_submit(provider=provider, service_request=service_request, price_per_gb_minor=50)
+    negotiations_close(now=first.closes_at + timedelta(seconds=1))
+    negotiation_open(
+        service_request=service_request, closes_at=timezone.now() + timedelta(minutes=10)
+    )
+    with pytest.raises(RequestRefused) as refused:
+        quote_submit(provider=provider, service_request=service_request, price_per_gb_minor=90)
+    assert refused.value.code == "quote_not_lower"
+    assert "0.50 USD" in refused.value.message
+    plan = plan_compute(service_request=service_request)
+    assert [line.price_per_gb_minor for line in plan.lines.all()] == [50]
+
+
+def test_a_request_that_negotiates_opens_its_negotiation_after_collecting_answers(
+    recipient, settings, _committed, django_capture_on_commit_callbacks
+):
+    settings.NEGOTIATION_COLLECT_SECONDS = 60
+    settings.NEGOTIATION_SECONDS = 300
+    first, second = provider_with_paths(1000), provider_with_paths(1000)
+    service_request = request_for(recipient, negotiate=True)
+    answer(service_request, first)
+    answer(service_request, second)
+    plan_current(service_request=service_request)
+    with pytest.raises(RequestRefused) as refused:
+        accept(service_request)
+    assert refused.value.code == "negotiation_pending"
+
+    assert negotiations_open_due(now=timezone.now()) == 0  # still collecting answers
+    with django_capture_on_commit_callbacks(execute=True):
+        assert negotiations_open_due(now=timezone.now() + timedelta(seconds=61)) == 1
+    negotiation = service_request.negotiations.get()
+    assert set(negotiation.invited.all()) == {first, second}
+    assert _committed[-1][1] == "service_request.quote_requested"
+    assert negotiations_open_due(now=timezone.now() + timedelta(seconds=62)) == 0  # once
+    with pytest.raises(RequestRefused) as refused:
+        accept(service_request)
+    assert refused.value.code == "negotiation_open"
+
+
+def test_a_capture_larger_than_the_planned_volume_is_refused(recipient):
+    provider = provider_with_paths(1000)
+    data = MANY.read_bytes()
+    service_request = request_for(recipient, data_bytes=len(data) // 2)
+    answer(service_request, provider)
+    plan_current(service_request=service_request)
+    for size in (len(data), None):  # announced, or found while storing
+        with pytest.raises(RequestRefused) as refused:
+            plan_accept(
+                service_request=service_request,
+                user=None,
+                chunks=[data],
+                size=size,
+                input_name="big.pcap",
+            )
+        assert refused.value.code == "volume_mismatch"
+        assert f"{len(data) // 2:,} bytes the plan was made for" in refused.value.message
+    service_request.refresh_from_db()
+    assert service_request.status == ServiceRequestStatus.OPEN
+
+
+def test_accepting_a_plan_another_replaced_is_refused(recipient):
+    first, second = provider_with_paths(1000), provider_with_paths(1000)
+    service_request = request_for(recipient)
+    answer(service_request, first)
+    seen = plan_current(service_request=service_request)
+    answer(service_request, second)
+    plan_current(service_request=service_request)
+    with pytest.raises(RequestRefused) as refused:
+        plan_accept(
+            service_request=service_request,
+            user=None,
+            chunks=[b""],
+            size=0,
+            input_name="x",
+            plan_id=seen.pk,
+        )
+    assert refused.value.code == "plan_outdated"
+    assert f"Plan {seen.pk} is no longer" in refused.value.message
+
+
+def test_a_minimum_rating_nobody_meets_refuses_the_request_saying_why(recipient):
+    provider_with_paths(1000)
+    profile = SegmentationProfileFactory(organization=recipient[0], min_provider_rating=3)
+    with pytest.raises(RequestRefused) as refused:
+        request_for(recipient, profile=profile)
+    assert refused.value.code == "no_eligible_provider"
+    assert "rated at least 3" in refused.value.message
+
+
+def test_a_routing_path_once_offered_cannot_be_deleted(recipient):
+    provider = provider_with_paths(1000)
+    answer(request_for(recipient), provider)
+    with pytest.raises(RoutingPathInUse):
+        routing_path_delete(path=paths_of(provider)[0])
+    assert provider.routing_paths.count() == 1
