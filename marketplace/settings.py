@@ -160,6 +160,16 @@ WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 # Webhook receivers on loopback or private addresses (development): off in production, so a
 # provider cannot aim the exchange at its internal network.
 WEBHOOK_PRIVATE_TARGETS = env.bool("WEBHOOK_PRIVATE_TARGETS", default=DEBUG)
+
+# --- Billing ----------------------------------------------------------------------------------
+# Stripe: without a secret key the portal talks to localstripe (a fake Stripe) at
+# LOCALSTRIPE_URL, which bin/run and the tests start.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+LOCALSTRIPE_URL = env.str("LOCALSTRIPE_URL", default="http://127.0.0.1:8420")
+# The exchange's fee on what providers are paid, in basis points (1000 = 10 %).
+EXCHANGE_FEE_BPS = env.int("EXCHANGE_FEE_BPS", default=1000)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)
@@ -298,5 +308,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+        # the Stripe library logs every request at INFO
+        "stripe": {"level": "WARNING"},
+    },
 }
