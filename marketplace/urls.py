@@ -28,6 +28,8 @@ urlpatterns = [
     path("auctions/", include("auctions.urls")),
     path("jobs/", include("segmentation.urls")),
     path("requests/", include("segmentation.request_urls")),
+    path("ratings/", include("billing.urls")),
+    path("billing/", include("billing.payment_urls")),
     path("console/", console_site.urls),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api.urls")),

@@ -18,6 +18,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
+from billing.models import Rating, RatingKind
+from billing.ratings import provider_rating_summary, rateables_of
 from marketplace.models import MANAGING_ROLES
 from marketplace.money import money_format
 from marketplace.selectors import membership_get
@@ -539,6 +541,46 @@ class ServiceRequestConsoleAdmin(ProviderScopedAdmin):
                 )
             )
         )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- Ratings ----------------------------------------------------------------------------------
+
+
+@admin.register(Rating, site=console_site)
+class RatingConsoleAdmin(ProviderScopedAdmin):
+    """Ratings of the provider by its recipients and of its recipients (by the provider, or set
+    from payments), read-only. Above the list: the provider's aggregates and the lease holders
+    it may rate now, each linked to the rating form; replies are given on the ratings page."""
+
+    change_list_template = "billing/ratings/console_change_list.html"
+    list_display = ["created_at", "kind", "source", "recipient", "lease", "job", "positive"]
+    list_filter = ["kind", "source", "positive"]
+    fields = [*list_display, "quality", "communication", "delivery", "comment", "reply"]
+    readonly_fields = fields
+
+    def changelist_view(self, request, extra_context=None):
+        provider = console_provider(request)
+        extra_context = {
+            **(extra_context or {}),
+            "rating_summary": provider_rating_summary(provider=provider) if provider else None,
+            "rateables": [
+                rateable
+                for rateable in rateables_of(organization=provider.organization)
+                if rateable.kind == RatingKind.RECIPIENT
+            ]
+            if provider
+            else [],
+        }
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request):
         return False

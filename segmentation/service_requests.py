@@ -399,9 +399,11 @@ def _paths_checked(provider: ProviderProfile, paths: Sequence[PathOffer]) -> dic
 
 
 def provider_rating(provider: ProviderProfile) -> float | None:
-    """The provider's rating for the planner (0 to 5), None while it has none. Ratings come
-    with billing; until then every provider is unrated, which meets no minimum rating."""
-    return None
+    """The provider's rating for the planner (1 to 5): the Bayesian mean of its ratings by
+    recipients; None while it has none, which meets no minimum rating."""
+    from billing.ratings import provider_bayesian_mean  # billing builds on segmentation
+
+    return provider_bayesian_mean(provider)
 
 
 def plan_compute(*, service_request: ServiceRequest, now: datetime | None = None) -> Plan:

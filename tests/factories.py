@@ -231,3 +231,150 @@ class SegmentationProfileFactory(factory.django.DjangoModelFactory):
     organization = factory.SubFactory(OrganizationFactory)
     name = factory.Sequence(lambda n: f"Profile {n}")
     method = "connection"
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    """A finished job of a recipient (its files are not made: for billing and listings)."""
+
+    class Meta:
+        model = "segmentation.Job"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    method = "connection"
+    status = "succeeded"
+    input_name = "capture.pcap"
+    input_format = "pcap"
+
+
+class WorkItemFactory(factory.django.DjangoModelFactory):
+    """A done segment of a job, processed in the exchange's workers."""
+
+    class Meta:
+        model = "segmentation.WorkItem"
+
+    job = factory.SubFactory(JobFactory)
+    number = factory.Sequence(lambda n: n)
+    kind = "segment"
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    location = "exchange"
+    status = "done"
+    segment_path = factory.LazyAttribute(lambda o: f"split/capture-{o.number:04d}.pcap")
+    packets_in = 100
+    bytes_in = 100_000
+    sha256_in = "0" * 64
+
+
+class UsageRecordFactory(factory.django.DjangoModelFactory):
+    """Metering of one work item: its provider processed `bytes` for the job."""
+
+    class Meta:
+        model = "segmentation.UsageRecord"
+
+    job = factory.SubFactory(JobFactory)
+    lease = None
+    provider = factory.SubFactory(VerifiedProviderFactory)
+    work_item = factory.SubFactory(
+        WorkItemFactory,
+        job=factory.SelfAttribute("..job"),
+        provider=factory.SelfAttribute("..provider"),
+    )
+    kind = "segment"
+    packets = 100
+    bytes = 100_000
+
+
+class SlaBreachFactory(factory.django.DjangoModelFactory):
+    """A job under a lease that ran at half its block's guaranteed rate."""
+
+    class Meta:
+        model = "segmentation.SlaBreach"
+
+    lease = factory.SubFactory(LeaseFactory)
+    job = factory.SubFactory(
+        JobFactory,
+        lease=factory.SelfAttribute("..lease"),
+        organization=factory.SelfAttribute("..lease.winner"),
+    )
+    guaranteed_mbps = 100
+    measured_mbps = 50.0
+    bytes = 10**9
+    seconds = 160.0
+    allowed_seconds = 80.0
+
+
+class ProviderRatingFactory(factory.django.DjangoModelFactory):
+    """A recipient's rating of the provider of an ended lease: satisfied, 4/4/4."""
+
+    class Meta:
+        model = "billing.Rating"
+
+    kind = "provider"
+    source = "manual"
+    lease = factory.SubFactory(
+        LeaseFactory,
+        block__starts_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=2)),
+        block__ends_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=1)),
+    )
+    provider = factory.SelfAttribute("lease.block.provider")
+    recipient = factory.SelfAttribute("lease.winner")
+    positive = True
+    quality = 4
+    communication = 4
+    delivery = 4
+    comment = "Solid service."
+
+
+class RecipientRatingFactory(ProviderRatingFactory):
+    """A provider's rating of the recipient of an ended lease: paid satisfactorily."""
+
+    kind = "recipient"
+    quality = None
+    communication = None
+    delivery = None
+    comment = "Paid on time."
+
+
+class ServiceRequestFactory(factory.django.DjangoModelFactory):
+    """A recipient's open request for 1 GB, due in two hours (nothing broadcast)."""
+
+    class Meta:
+        model = "segmentation.ServiceRequest"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    profile = factory.SubFactory(
+        SegmentationProfileFactory, organization=factory.SelfAttribute("..organization")
+    )
+    data_bytes = 10**9
+    deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=2))
+
+
+class PlanFactory(factory.django.DjangoModelFactory):
+    """A feasible plan of a request, without lines: add work items for its providers."""
+
+    class Meta:
+        model = "segmentation.Plan"
+
+    service_request = factory.SubFactory(ServiceRequestFactory)
+    feasible = True
+    volume_bytes = 10**9
+    currency = "USD"
+    cost_weight = 0.5
+    inputs_at = factory.LazyFunction(timezone.now)
+
+
+class PlannedJobFactory(factory.django.DjangoModelFactory):
+    """A job of an accepted plan (no lease) that succeeded a day ago. Its providers are those
+    of its work items (WorkItemFactory(job=..., provider=...))."""
+
+    class Meta:
+        model = "segmentation.Job"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    plan = factory.SubFactory(
+        PlanFactory, service_request__organization=factory.SelfAttribute("...organization")
+    )
+    method = "connection"
+    status = "succeeded"
+    input_name = "capture.pcap"
+    input_format = "pcap"
+    finished_at = factory.LazyFunction(lambda: timezone.now() - timedelta(days=1))

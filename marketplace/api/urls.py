@@ -4,4 +4,5 @@ urlpatterns = [
     path("", include("providers.api.urls")),
     path("", include("auctions.api.urls")),
     path("", include("segmentation.api.urls")),
+    path("", include("billing.api.urls")),
 ]

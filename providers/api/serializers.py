@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from billing.api.serializers import ProviderRatingField
 from marketplace.money import CURRENCY_CHOICES
 from providers.models import (
     Network,
@@ -148,6 +149,7 @@ class ProviderSerializer(serializers.ModelSerializer):
     offers = ProviderOfferSummarySerializer(
         many=True, read_only=True, help_text="Active offers only."
     )
+    rating = ProviderRatingField()
 
     class Meta:
         model = ProviderProfile
@@ -160,5 +162,6 @@ class ProviderSerializer(serializers.ModelSerializer):
             "verified_at",
             "networks",
             "offers",
+            "rating",
         ]
         read_only_fields = fields

@@ -1,0 +1,32 @@
+"""Models of the billing app, one module per topic; everything is re-exported here so code
+imports `from billing.models import Rating`."""
+
+from billing.models.payments import (
+    BillingAccount,
+    Card,
+    Charge,
+    ChargeStatus,
+    LineItem,
+    LineItemKind,
+    Settlement,
+    Statement,
+    StatementStatus,
+    StripeEvent,
+)
+from billing.models.ratings import Rating, RatingKind, RatingSource
+
+__all__ = [
+    "BillingAccount",
+    "Card",
+    "Charge",
+    "ChargeStatus",
+    "LineItem",
+    "LineItemKind",
+    "Rating",
+    "RatingKind",
+    "RatingSource",
+    "Settlement",
+    "Statement",
+    "StatementStatus",
+    "StripeEvent",
+]

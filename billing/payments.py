@@ -1,0 +1,472 @@
+"""Cards and charges (SPEC §6): a Stripe customer per recipient organization, cards saved with a
+SetupIntent in the browser, and each statement's amount due charged to the default card as a
+PaymentIntent (off-session, confirmed).
+
+Exactly one charge per statement, whatever fails: the Charge row, with its idempotency key, is
+committed before Stripe is called, and marked "processing" while the call is out. If the
+answer is lost (Stripe unreachable, a worker killed), the next attempt first reads Stripe back
+for a PaymentIntent made for this charge (its metadata names it) and takes its outcome; only
+when there is none is a PaymentIntent created. localstripe ignores Idempotency-Key, so this
+read-back is what guarantees it (with real Stripe the key adds a second guard).
+
+A card that needs authentication gets the recipient an e-mail with a link to a page that
+confirms the payment with Stripe.js; a declined charge is tried again after 1, 3 and 7 days
+(CHARGE_RETRY_DAYS), with a notice each time, then left failed. The payment outcome sets the
+recipient's rating (billing.ratings). Webhooks only trigger a re-read of the PaymentIntent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from billing import stripe_gateway as gateway
+from billing.models import (
+    BillingAccount,
+    Card,
+    Charge,
+    ChargeStatus,
+    Statement,
+    StatementStatus,
+    StripeEvent,
+)
+from billing.statements import billing_account_of, statement_mark_paid
+from marketplace.live import organization_notify
+from marketplace.models import Membership, Organization
+from marketplace.money import money_format
+
+logger = logging.getLogger(__name__)
+
+PAYMENT_INTENT_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed")
+
+
+class PaymentRefused(Exception):
+    """A card or charge operation that cannot be done: `code` is stable, `message` says why."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- customers and cards -------------------------------------------------------------------------
+
+
+def customer_ensure(*, organization: Organization) -> BillingAccount:
+    """The organization's billing account with its Stripe customer (created once)."""
+    if not organization.is_recipient:
+        raise PaymentRefused("not_a_recipient", "Only recipients (buyers) have cards on file.")
+    account = billing_account_of(organization)
+    if account.stripe_customer_id:
+        return account
+    with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if account.stripe_customer_id:
+            return account
+        owner = (
+            Membership.objects.filter(organization=organization)
+            .select_related("user")
+            .order_by("pk")
+            .first()
+        )
+        try:
+            account.stripe_customer_id = gateway.customer_create(
+                name=organization.name,
+                email=owner.user.email if owner else "",
+                metadata={"organization": str(organization.pk)},
+                idempotency_key=f"customer-{organization.pk}",
+            )
+        except gateway.GatewayUnavailable as exc:
+            raise PaymentRefused(
+                "payments_unavailable", f"Payments are unreachable: {exc}"
+            ) from None
+        account.save(update_fields=["stripe_customer_id"])
+    return account
+
+
+def card_setup_start(*, organization: Organization) -> gateway.SetupIntentInfo:
+    """A SetupIntent the browser confirms with Stripe.js Elements (the card never passes
+    through the exchange)."""
+    account = customer_ensure(organization=organization)
+    try:
+        return gateway.setup_intent_create(
+            customer_id=account.stripe_customer_id,
+            metadata={"organization": str(organization.pk)},
+        )
+    except gateway.GatewayUnavailable as exc:
+        raise PaymentRefused("payments_unavailable", f"Payments are unreachable: {exc}") from None
+
+
+def card_setup_finish(*, organization: Organization, setup_intent_id: str) -> Card:
+    """Record the card of a SetupIntent the browser confirmed (the first card becomes the
+    default); safe to call twice."""
+    account = customer_ensure(organization=organization)
+    try:
+        info = gateway.setup_intent_complete(
+            setup_intent_id=setup_intent_id, customer_id=account.stripe_customer_id
+        )
+    except gateway.CardDeclined as exc:
+        raise PaymentRefused("card_declined", f"The card was declined: {exc}") from None
+    except gateway.GatewayError as exc:
+        raise PaymentRefused("card_not_saved", f"The card could not be saved: {exc}") from None
+    except gateway.GatewayUnavailable as exc:
+        raise PaymentRefused("payments_unavailable", f"Payments are unreachable: {exc}") from None
+    with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        card, _created = Card.objects.get_or_create(
+            payment_method_id=info.id,
+            defaults={
+                "account": account,
+                "brand": info.brand,
+                "last4": info.last4,
+                "exp_month": info.exp_month,
+                "exp_year": info.exp_year,
+                "is_default": not account.cards.filter(is_default=True).exists(),
+            },
+        )
+    return card
+
+
+def card_remove(*, card: Card) -> None:
+    """Detach the card at Stripe and forget it; the next card becomes the default."""
+    try:
+        gateway.payment_method_detach(card.payment_method_id)
+    except gateway.GatewayUnavailable as exc:
+        raise PaymentRefused("payments_unavailable", f"Payments are unreachable: {exc}") from None
+    except gateway.GatewayError:
+        pass  # already gone at Stripe: forget it here too
+    with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().get(pk=card.account_id)
+        was_default = card.is_default
+        Card.objects.filter(pk=card.pk).delete()
+        if was_default:
+            following = account.cards.order_by("-created_at", "-pk").first()
+            if following is not None:
+                following.is_default = True
+                following.save(update_fields=["is_default"])
+
+
+def card_on_file(organization: Organization) -> bool:
+    return Card.objects.filter(account__organization=organization).exists()
+
+
+# --- charges -------------------------------------------------------------------------------------
+
+
+def statement_charge(*, statement_id: int, now=None) -> str:
+    """Charge a statement's amount due to its recipient's default card (one charge per
+    statement; safe to run any number of times, in several processes). Returns the charge's
+    status. `now` is the time retries are due by (tests move it)."""
+    now = now or timezone.now()
+    charge = _charge_record(statement_id)
+    if charge is None:
+        return "nothing_due"
+    with transaction.atomic():
+        charge = Charge.objects.select_for_update().get(pk=charge.pk)
+        if charge.status in (ChargeStatus.SUCCEEDED, ChargeStatus.REQUIRES_ACTION):
+            return charge.status
+        if charge.status == ChargeStatus.FAILED and (
+            charge.next_attempt_at is None or charge.next_attempt_at > now
+        ):
+            return charge.status
+        statement = Statement.objects.select_related("organization").get(pk=charge.statement_id)
+        account = BillingAccount.objects.filter(organization=statement.organization).first()
+        card = (
+            Card.objects.filter(account=account).order_by("-is_default", "-created_at").first()
+            if account
+            else None
+        )
+        if card is None or not account.stripe_customer_id:
+            _failed(charge, "no_card", "No card on file: add one to pay this statement.")
+            return charge.status
+        # the last attempt's answer was lost: read Stripe back before anything else
+        if charge.status == ChargeStatus.PROCESSING and charge.attempts:
+            found = _payment_intent_of(charge, account)
+            if found is not None:
+                return _outcome_apply(charge, found, now=now)
+        charge.status = ChargeStatus.PROCESSING
+        charge.attempts += 1
+        charge.payment_method_id = card.payment_method_id
+        charge.save(update_fields=["status", "attempts", "payment_method_id", "updated_at"])
+    # committed: the charge is known to be out before Stripe hears of it
+    try:
+        intent = gateway.payment_intent_create(
+            amount_minor=charge.amount_minor,
+            currency=charge.currency,
+            customer_id=account.stripe_customer_id,
+            payment_method_id=card.payment_method_id,
+            idempotency_key=f"{charge.idempotency_key}-{charge.attempts}",
+            metadata={
+                "charge": str(charge.pk),
+                "attempt": str(charge.attempts),
+                "statement": statement.number,
+            },
+        )
+    except gateway.AuthenticationRequired as exc:
+        intent = exc.payment_intent
+    except gateway.CardDeclined as exc:
+        with transaction.atomic():
+            charge = Charge.objects.select_for_update().get(pk=charge.pk)
+            if exc.payment_intent_id:
+                charge.payment_intent_id = exc.payment_intent_id
+            return _declined(
+                charge, exc.decline_code or exc.code or "card_declined", str(exc), now=now
+            )
+    except gateway.GatewayUnavailable as exc:
+        # outcome unknown: stays "processing"; the next run reads Stripe back first
+        Charge.objects.filter(pk=charge.pk).update(
+            last_error=f"Stripe unreachable, outcome not known yet: {exc}",
+            next_attempt_at=now + timedelta(seconds=60),
+        )
+        return ChargeStatus.PROCESSING
+    except gateway.GatewayError as exc:
+        with transaction.atomic():
+            charge = Charge.objects.select_for_update().get(pk=charge.pk)
+            return _declined(charge, exc.code or "charge_refused", str(exc), now=now)
+    with transaction.atomic():
+        charge = Charge.objects.select_for_update().get(pk=charge.pk)
+        return _outcome_apply(charge, intent, now=now)
+
+
+def _charge_record(statement_id: int) -> Charge | None:
+    """The statement's charge, recorded (and committed) once, before any call to Stripe."""
+    with transaction.atomic():
+        statement = Statement.objects.select_for_update().get(pk=statement_id)
+        if statement.amount_due_minor <= 0 or statement.status == StatementStatus.NOTHING_DUE:
+            return None
+        charge = Charge.objects.filter(statement=statement).first()
+        if charge is None:
+            charge = Charge.objects.create(
+                statement=statement,
+                amount_minor=statement.amount_due_minor,
+                currency=statement.currency,
+                idempotency_key=f"charge-{uuid.uuid4().hex}",
+            )
+    return charge
+
+
+def _payment_intent_of(charge: Charge, account: BillingAccount):
+    """The PaymentIntent Stripe made for the charge's current attempt, if the call reached it
+    (its metadata names the charge and the attempt); None if it never did."""
+    found = gateway.payment_intents_find(
+        customer_id=account.stripe_customer_id,
+        metadata_key="charge",
+        metadata_value=str(charge.pk),
+    )
+    attempt = str(charge.attempts)
+    current = [intent for intent in found if (intent.metadata or {}).get("attempt") == attempt]
+    return current[-1] if current else None
+
+
+def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
+    """Record what Stripe says of the charge's PaymentIntent (the caller holds the lock)."""
+    statement = Statement.objects.select_related("organization").get(pk=charge.statement_id)
+    charge.payment_intent_id = intent.id
+    if intent.succeeded:
+        if charge.status != ChargeStatus.SUCCEEDED:
+            charge.status = ChargeStatus.SUCCEEDED
+            charge.succeeded_at = timezone.now()
+            charge.next_attempt_at = None
+            charge.last_error_code = ""
+            charge.save()
+            statement_mark_paid(statement=statement)
+            transaction.on_commit(partial(_payment_rated, charge.pk, True))
+            transaction.on_commit(
+                partial(
+                    organization_notify,
+                    statement.organization_id,
+                    text=f"Statement {statement.number} paid: "
+                    f"{money_format(charge.amount_minor, charge.currency)}.",
+                    url=reverse("statement_detail", args=[statement.number]),
+                )
+            )
+        return charge.status
+    if intent.requires_authentication:
+        charge.status = ChargeStatus.REQUIRES_ACTION
+        charge.client_secret = intent.client_secret or ""
+        charge.next_attempt_at = None
+        charge.save()
+        Statement.objects.filter(pk=statement.pk).update(status=StatementStatus.ACTION_REQUIRED)
+        transaction.on_commit(partial(_authentication_request, charge.pk))
+        return charge.status
+    return _declined(
+        charge,
+        intent.last_error_code or "card_declined",
+        intent.last_error_message or "The card was declined.",
+        now=now,
+    )
+
+
+def _declined(charge: Charge, code: str, message: str, *, now=None) -> str:
+    """A declined attempt: tried again after the next delay of CHARGE_RETRY_DAYS, then left
+    failed; the recipient is told each time (the caller holds the lock)."""
+    retry_days = list(getattr(settings, "CHARGE_RETRY_DAYS", (1, 3, 7)))
+    charge.declines += 1
+    charge.status = ChargeStatus.FAILED
+    charge.last_error_code = code[:64]
+    charge.last_error = message
+    charge.next_attempt_at = (
+        (now or timezone.now()) + timedelta(days=retry_days[charge.declines - 1])
+        if charge.declines <= len(retry_days)
+        else None
+    )
+    charge.save()
+    Statement.objects.filter(pk=charge.statement_id).update(status=StatementStatus.PAYMENT_FAILED)
+    transaction.on_commit(partial(_payment_rated, charge.pk, False))
+    transaction.on_commit(partial(_decline_notice, charge.pk))
+    return charge.status
+
+
+def _failed(charge: Charge, code: str, message: str) -> None:
+    charge.status = ChargeStatus.FAILED
+    charge.last_error_code = code
+    charge.last_error = message
+    charge.next_attempt_at = None
+    charge.save()
+    Statement.objects.filter(pk=charge.statement_id).update(status=StatementStatus.PAYMENT_FAILED)
+    transaction.on_commit(partial(_decline_notice, charge.pk))
+
+
+def charges_retry_due(*, now=None) -> int:
+    """Try again the declined charges whose retry is due, and the ones whose outcome is not
+    known (a lost answer); returns how many were tried (a periodic job)."""
+    now = now or timezone.now()
+    due = list(
+        Charge.objects.filter(
+            status__in=(ChargeStatus.FAILED, ChargeStatus.PROCESSING, ChargeStatus.PENDING),
+            next_attempt_at__lte=now,
+        ).values_list("statement_id", flat=True)
+    )
+    # and the statements issued that were never charged
+    due += list(
+        Statement.objects.filter(status=StatementStatus.ISSUED, charge__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    tried = 0
+    for statement_id in due:
+        try:
+            statement_charge(statement_id=statement_id, now=now)
+        except gateway.GatewayUnavailable:
+            logger.warning("Stripe unreachable: statement %s is tried again later", statement_id)
+            continue
+        tried += 1
+    return tried
+
+
+def payment_authenticated(*, charge: Charge) -> str:
+    """The recipient completed authentication in the browser: read the PaymentIntent back."""
+    intent = gateway.payment_intent_retrieve(charge.payment_intent_id)
+    with transaction.atomic():
+        locked = Charge.objects.select_for_update().get(pk=charge.pk)
+        if locked.status == ChargeStatus.SUCCEEDED:
+            return locked.status
+        if intent.succeeded or not intent.requires_authentication:
+            return _outcome_apply(locked, intent)
+        return locked.status
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
+    """A Stripe webhook: verified (gateway.WebhookRefused otherwise), processed once per event
+    id, and only a trigger: the PaymentIntent is read back from Stripe, so events may come in
+    any order, twice, or late. Returns what was done."""
+    event = gateway.webhook_event_verify(payload=payload, signature_header=signature_header)
+    with transaction.atomic():
+        record, created = StripeEvent.objects.get_or_create(
+            event_id=event.id, defaults={"type": event.type, "object_id": event.object_id}
+        )
+        if not created:
+            return "already_processed"
+    outcome = "ignored"
+    if event.type in PAYMENT_INTENT_EVENTS and event.object_id:
+        charge = Charge.objects.filter(payment_intent_id=event.object_id).first()
+        if charge is None:
+            intent = gateway.payment_intent_retrieve(event.object_id)
+            charge_pk = (intent.metadata or {}).get("charge")
+            charge = Charge.objects.filter(pk=charge_pk).first() if charge_pk else None
+        if charge is not None:
+            intent = gateway.payment_intent_retrieve(event.object_id)
+            with transaction.atomic():
+                locked = Charge.objects.select_for_update().get(pk=charge.pk)
+                if locked.status == ChargeStatus.SUCCEEDED:
+                    outcome = "already_paid"
+                elif intent.succeeded or intent.status == "requires_payment_method":
+                    outcome = _outcome_apply(locked, intent)
+                else:
+                    outcome = f"pending ({intent.status})"
+    StripeEvent.objects.filter(pk=record.pk).update(outcome=outcome[:200])
+    return outcome
+
+
+# --- side effects --------------------------------------------------------------------------------
+
+
+def _payment_rated(charge_pk: int, paid: bool) -> None:
+    """The recipient's rating follows the payment (billing.ratings decides how)."""
+    from billing.ratings import recipient_rating_from_payment
+
+    charge = Charge.objects.select_related("statement__organization").get(pk=charge_pk)
+    statement = charge.statement
+    providers = {line.provider for line in statement.lines.select_related("provider")}
+    for provider in providers:
+        recipient_rating_from_payment(
+            organization=statement.organization,
+            provider=provider,
+            paid=paid,
+            reference=f"statement:{statement.number}",
+        )
+
+
+def _members_emails(organization_id: int) -> list[str]:
+    return list(
+        Membership.objects.filter(organization_id=organization_id).values_list(
+            "user__email", flat=True
+        )
+    )
+
+
+def _authentication_request(charge_pk: int) -> None:
+    charge = Charge.objects.select_related("statement").get(pk=charge_pk)
+    statement = charge.statement
+    link = settings.SITE_URL.rstrip("/") + reverse("charge_authenticate", args=[charge.pk])
+    send_mail(
+        f"Confirm the payment of statement {statement.number}",
+        f"Your bank asks you to confirm the payment of "
+        f"{money_format(charge.amount_minor, charge.currency)} for statement "
+        f"{statement.number}. Confirm it here: {link}",
+        None,
+        _members_emails(statement.organization_id),
+    )
+    organization_notify(
+        statement.organization_id,
+        text=f"Confirm the payment of statement {statement.number} with your bank.",
+        url=reverse("charge_authenticate", args=[charge.pk]),
+    )
+
+
+def _decline_notice(charge_pk: int) -> None:
+    charge = Charge.objects.select_related("statement").get(pk=charge_pk)
+    statement = charge.statement
+    when = (
+        f"It is tried again on {charge.next_attempt_at:%Y-%m-%d}."
+        if charge.next_attempt_at
+        else "Add or update a card, then pay it from the statement's page."
+    )
+    send_mail(
+        f"The payment of statement {statement.number} failed",
+        f"{money_format(charge.amount_minor, charge.currency)} for statement "
+        f"{statement.number} could not be charged: {charge.last_error} {when}",
+        None,
+        _members_emails(statement.organization_id),
+    )
