@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
@@ -316,6 +317,41 @@ def bidder_assert_eligible(*, auction_id: int, bidder: Organization, user: User)
         raise BidRejected("not_a_buyer", f"You are not a member of {bidder}.")
     if seller == bidder.pk:
         raise BidRejected("own_auction", "You cannot bid on your own organization's auction.")
+    billing_standing_check(bidder)
+
+
+def billing_standing_check(bidder: Organization) -> None:
+    """A bidder pays by card: it needs a card on file, and unpaid leases (on statements
+    whose charge failed or waits for the bank's authentication) block further bidding from
+    UNPAID_LEASES_BLOCK on."""
+    from billing.models import Card, LineItem, LineItemKind, StatementStatus
+
+    if not Card.objects.filter(account__organization=bidder).exists():
+        raise BidRejected(
+            "card_required",
+            "Add a card on file before bidding (Billing → Cards): a won auction is charged "
+            "to it.",
+        )
+    limit = settings.UNPAID_LEASES_BLOCK
+    unpaid = (
+        LineItem.objects.filter(
+            organization=bidder,
+            kind=LineItemKind.AUCTION,
+            statement__status__in=(
+                StatementStatus.PAYMENT_FAILED,
+                StatementStatus.ACTION_REQUIRED,
+            ),
+        )
+        .values("lease")
+        .distinct()
+        .count()
+    )
+    if limit and unpaid >= limit:
+        raise BidRejected(
+            "unpaid_leases",
+            f"{unpaid} of your leases are unpaid: pay their statements (Billing → "
+            "Statements) before bidding again.",
+        )
 
 
 # The largest amount a database bigint column holds.

@@ -207,6 +207,7 @@ def _seed(*, buyers: int) -> Seeded:
     from django.utils import timezone
 
     from auctions.services import auction_create, block_create
+    from billing.models import BillingAccount, Card
     from marketplace.models import OrganizationKind, User
     from marketplace.services import organization_create
     from providers.services import provider_register, provider_verify
@@ -244,8 +245,21 @@ def _seed(*, buyers: int) -> Seeded:
     cookies = []
     for number in range(buyers):
         user = User.objects.create_user(email=f"buyer{number}@bench.example", password=None)
-        organization_create(
+        organization = organization_create(
             user=user, name=f"Bench Buyer {number}", kind=OrganizationKind.RECIPIENT
+        )
+        # bidders need a card on file; the bench charges nothing, so no Stripe is involved
+        account = BillingAccount.objects.create(
+            organization=organization, stripe_customer_id=f"cus_bench_{number}"
+        )
+        Card.objects.create(
+            account=account,
+            payment_method_id=f"pm_bench_{number}",
+            brand="visa",
+            last4="4242",
+            exp_month=12,
+            exp_year=2030,
+            is_default=True,
         )
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)

@@ -354,53 +354,62 @@ def statement_groups(statement: Statement) -> list[ProviderGroup]:
 
 
 def settlements_build(*, period_start: date, period_end: date) -> list[Settlement]:
-    """Settle the period's paid statements: per provider and currency, the lines attributed to
-    it (gross), the exchange's fee (EXCHANGE_FEE_BPS of the gross, half up; none on a gross
-    of zero or less) and the net. Safe to run twice: a period settles once per provider and
-    currency."""
+    """Settle what was paid: per provider and currency, the lines attributed to it on
+    statements paid before the period's end and not settled yet (a statement paid late, after
+    its own period was settled, is settled in the period its payment came), as the gross;
+    the exchange's fee (EXCHANGE_FEE_BPS of the gross, half up; none on a gross of zero or
+    less) and the net. Each line is settled once; safe to run twice."""
     bps = int(getattr(settings, "EXCHANGE_FEE_BPS", 1000))
-    totals: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    end = _midnight(period_end)
+    pending: dict[tuple[int, str], list[int]] = defaultdict(list)
     lines = LineItem.objects.filter(
-        statement__status=StatementStatus.PAID, statement__period_start=period_start
-    ).values_list("provider_id", "currency", "amount_minor")
-    for provider_id, currency, amount in lines:
-        entry = totals[(provider_id, currency)]
-        entry[0] += amount
-        entry[1] += 1
+        settlement__isnull=True,
+        statement__status=StatementStatus.PAID,
+        statement__paid_at__lt=end,
+    ).values_list("pk", "provider_id", "currency")
+    for pk, provider_id, currency in lines:
+        pending[(provider_id, currency)].append(pk)
     settled = []
-    for (provider_id, currency), (gross, count) in sorted(totals.items()):
-        fee = half_up(gross * bps, 10_000) if gross > 0 else 0
-        settlement, created = Settlement.objects.get_or_create(
-            provider_id=provider_id,
-            period_start=period_start,
-            currency=currency,
-            defaults={
-                "period_end": period_end,
-                "gross_minor": gross,
-                "fee_minor": fee,
-                "net_minor": gross - fee,
-                "fee_bps": bps,
-                "lines_count": count,
-            },
-        )
-        if created:
-            settled.append(settlement)
+    for (provider_id, currency), pks in sorted(pending.items()):
+        with transaction.atomic():
+            if Settlement.objects.filter(
+                provider_id=provider_id, period_start=period_start, currency=currency
+            ).exists():
+                continue  # settled already: these lines wait for the next period
+            locked = list(
+                LineItem.objects.select_for_update().filter(pk__in=pks, settlement__isnull=True)
+            )
+            if not locked:
+                continue
+            gross = sum(line.amount_minor for line in locked)
+            fee = half_up(gross * bps, 10_000) if gross > 0 else 0
+            settlement = Settlement.objects.create(
+                provider_id=provider_id,
+                period_start=period_start,
+                period_end=period_end,
+                currency=currency,
+                gross_minor=gross,
+                fee_minor=fee,
+                net_minor=gross - fee,
+                fee_bps=bps,
+                lines_count=len(locked),
+            )
+            LineItem.objects.filter(pk__in=[line.pk for line in locked]).update(
+                settlement=settlement
+            )
+        settled.append(settlement)
     return settled
+
+
+def settlement_lines(settlement: Settlement):
+    """The lines a settlement adds up, in order."""
+    return settlement.lines.select_related("statement").order_by("occurred_at", "pk")
 
 
 def settlement_csv_rows(settlement: Settlement) -> list[list[str]]:
     """The settlement as CSV rows: a header, one row per line, and the totals."""
     rows = [["statement", "occurred_at", "kind", "description", "amount_minor", "currency"]]
-    lines = (
-        LineItem.objects.filter(
-            provider=settlement.provider,
-            currency=settlement.currency,
-            statement__status=StatementStatus.PAID,
-            statement__period_start=settlement.period_start,
-        )
-        .select_related("statement")
-        .order_by("occurred_at", "pk")
-    )
+    lines = settlement_lines(settlement)
     for line in lines:
         rows.append(
             [

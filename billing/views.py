@@ -3,6 +3,8 @@
 PDF), cards on file (saved with Stripe.js Elements), the bank authentication a charge may
 need, and Stripe's webhook endpoint. Another organization's objects are a 404."""
 
+import csv
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -12,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from auctions.models import Lease
 from billing.forms import ProviderRatingForm, RecipientRatingForm, ReplyForm
-from billing.models import Charge, RatingKind, Statement
+from billing.models import Charge, RatingKind, Settlement, Statement
 from billing.payments import (
     PaymentRefused,
     card_remove,
@@ -37,7 +39,12 @@ from billing.ratings import (
     recipient_rating_summaries,
     recipient_rating_summary,
 )
-from billing.statements import cards_of, statement_groups, statements_of
+from billing.statements import (
+    cards_of,
+    settlement_csv_rows,
+    statement_groups,
+    statements_of,
+)
 from billing.stripe_gateway import WebhookRefused, publishable_key, stripe_js_url
 from providers.selectors import provider_of
 from segmentation.models import Job
@@ -341,3 +348,14 @@ def stripe_webhook(request):
     except WebhookRefused as refusal:
         return HttpResponse(f"Refused: {refusal}", status=400, content_type="text/plain")
     return HttpResponse(outcome, content_type="text/plain")
+
+
+def settlement_csv_response(settlement: Settlement) -> HttpResponse:
+    """The settlement as a CSV download (also the console's)."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="settlement-{settlement.period_start:%Y-%m}-'
+        f'{settlement.currency}-{settlement.pk}.csv"'
+    )
+    csv.writer(response).writerows(settlement_csv_rows(settlement))
+    return response

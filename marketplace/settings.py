@@ -170,6 +170,10 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 LOCALSTRIPE_URL = env.str("LOCALSTRIPE_URL", default="http://127.0.0.1:8420")
 # The exchange's fee on what providers are paid, in basis points (1000 = 10 %).
 EXCHANGE_FEE_BPS = env.int("EXCHANGE_FEE_BPS", default=1000)
+# Declined charges are tried again after these days (then left failed); unpaid leases block
+# further bidding from this many on (0: never).
+CHARGE_RETRY_DAYS = tuple(env.list("CHARGE_RETRY_DAYS", cast=int, default=[1, 3, 7]))
+UNPAID_LEASES_BLOCK = env.int("UNPAID_LEASES_BLOCK", default=1)
 # Run a task worker inside the server process (the embedded default); off when Redis is used
 # and separate `manage.py worker` processes do the work.
 EMBEDDED_WORKER = env.bool("EMBEDDED_WORKER", default=not REDIS_URL)

@@ -2,6 +2,8 @@
 signed-in user acts for. Every queryset is filtered to that provider, every save stamps it, and an
 object of another provider is a 404, never a redirect that would confirm it exists."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -18,8 +20,9 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from billing.models import Rating, RatingKind
+from billing.models import Rating, RatingKind, Settlement
 from billing.ratings import provider_rating_summary, rateables_of
+from billing.views import settlement_csv_response
 from marketplace.models import MANAGING_ROLES
 from marketplace.money import money_format
 from marketplace.selectors import membership_get
@@ -581,6 +584,81 @@ class RatingConsoleAdmin(ProviderScopedAdmin):
             else [],
         }
         return super().changelist_view(request, extra_context)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- Settlements ------------------------------------------------------------------------------
+
+
+@admin.register(Settlement, site=console_site)
+class SettlementConsoleAdmin(ProviderScopedAdmin):
+    """What the exchange owes the provider per period and currency: the paid lines attributed
+    to it (gross), the exchange's fee and the net; read-only, each downloadable as CSV."""
+
+    list_display = ["period", "currency", "gross", "fee", "net", "lines_count", "csv_link"]
+    list_filter = ["currency"]
+    fields = [
+        "period",
+        "currency",
+        "gross",
+        "fee_rate",
+        "fee",
+        "net",
+        "lines_count",
+        "created_at",
+        "csv_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="period", ordering="period_start")
+    def period(self, obj):
+        last_day = obj.period_end - timedelta(days=1)
+        return f"{obj.period_start:%Y-%m-%d} to {last_day:%Y-%m-%d}"
+
+    @admin.display(description="gross", ordering="gross_minor")
+    def gross(self, obj):
+        return money_format(obj.gross_minor, obj.currency)
+
+    @admin.display(description="exchange's fee rate")
+    def fee_rate(self, obj):
+        return f"{obj.fee_bps / 100:g} %"
+
+    @admin.display(description="exchange's fee", ordering="fee_minor")
+    def fee(self, obj):
+        return money_format(obj.fee_minor, obj.currency)
+
+    @admin.display(description="net (paid to you)", ordering="net_minor")
+    def net(self, obj):
+        return money_format(obj.net_minor, obj.currency)
+
+    @admin.display(description="download")
+    def csv_link(self, obj):
+        return format_html(
+            '<a href="{}" download>CSV</a>',
+            reverse("console:billing_settlement_csv", args=[obj.pk]),
+        )
+
+    def get_urls(self):
+        own = [
+            path(
+                "<path:object_id>/csv/",
+                self.admin_site.admin_view(self.csv_view),
+                name="billing_settlement_csv",
+            )
+        ]
+        return own + super().get_urls()
+
+    def csv_view(self, request, object_id):
+        settlement = self.get_object(request, unquote(object_id))  # 404 if not the provider's
+        return settlement_csv_response(settlement)
 
     def has_add_permission(self, request):
         return False

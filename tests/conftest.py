@@ -6,7 +6,10 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import Client
 
+from billing.localstripe import LocalStripe, localstripe_start, localstripe_stop
 from tests.factories import PASSWORD, UserFactory
+
+WEBHOOK_SECRET = "whsec_billing_tests"
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +64,22 @@ async def async_db_connections_closed():
     test database can be dropped at the end of the run."""
     yield
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(scope="session")
+def localstripe_server(tmp_path_factory) -> LocalStripe:
+    """localstripe on a free loopback port, its data in memory, for the whole test session."""
+    server = localstripe_start(log_path=tmp_path_factory.mktemp("localstripe") / "output.log")
+    yield server
+    localstripe_stop(server)
+
+
+@pytest.fixture
+def stripe_on_localstripe(settings, localstripe_server) -> LocalStripe:
+    """The gateway talks to the session's localstripe: no Stripe key, a webhook secret of the
+    tests."""
+    settings.STRIPE_SECRET_KEY = ""
+    settings.STRIPE_PUBLISHABLE_KEY = ""
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.LOCALSTRIPE_URL = localstripe_server.url
+    return localstripe_server

@@ -151,10 +151,32 @@ class AuctionFactory(factory.django.DjangoModelFactory):
     status = AuctionStatus.OPEN
 
 
-def buyer(*, organization=None, role=Role.MEMBER) -> tuple[Organization, User]:
-    """An active recipient organization and a member who may bid for it."""
+def buyer(*, organization=None, role=Role.MEMBER, with_card=True) -> tuple[Organization, User]:
+    """An active recipient organization and a member who may bid for it: with a card on file
+    (a Card row: the bid rules look no further; tests that charge it use localstripe)."""
     organization = organization or OrganizationFactory(kind=OrganizationKind.RECIPIENT)
+    if with_card:
+        card_on_file(organization)
     return organization, member_of(organization, role=role)
+
+
+def card_on_file(organization):
+    """A card on file for the organization, without Stripe (for the bid rules)."""
+    from billing.models import BillingAccount, Card
+
+    account, _ = BillingAccount.objects.get_or_create(
+        organization=organization,
+        defaults={"stripe_customer_id": f"cus_test_{organization.pk}"},
+    )
+    return Card.objects.create(
+        account=account,
+        payment_method_id=f"pm_test_{organization.pk}_{Card.objects.count()}",
+        brand="visa",
+        last4="4242",
+        exp_month=12,
+        exp_year=2030,
+        is_default=not account.cards.exists(),
+    )
 
 
 class LeaseFactory(factory.django.DjangoModelFactory):

@@ -59,6 +59,8 @@ REJECTION_STATUS = {
     "invalid_amount": status.HTTP_400_BAD_REQUEST,
     "not_a_buyer": status.HTTP_403_FORBIDDEN,
     "own_auction": status.HTTP_403_FORBIDDEN,
+    "card_required": status.HTTP_403_FORBIDDEN,
+    "unpaid_leases": status.HTTP_403_FORBIDDEN,
     "auction_not_found": status.HTTP_404_NOT_FOUND,
     "auction_not_open": status.HTTP_409_CONFLICT,
     "already_leading": status.HTTP_409_CONFLICT,

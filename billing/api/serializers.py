@@ -1,16 +1,32 @@
-"""Shapes of ratings in the partner API."""
+"""Shapes of ratings, statements, settlements and cards in the partner API. Money is an
+integer `*_minor` amount with its `currency`, as everywhere in the exchange."""
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.models import Rating, RatingKind, RatingSource
+from billing.models import (
+    Card,
+    Charge,
+    ChargeStatus,
+    LineItem,
+    LineItemKind,
+    Rating,
+    RatingKind,
+    RatingSource,
+    Settlement,
+    Statement,
+    StatementStatus,
+)
 from billing.ratings import (
     COMMENT_MAX_LENGTH,
     REPLY_MAX_LENGTH,
     provider_rating_summaries,
     rating_direction,
 )
+from marketplace.money import CURRENCY_CHOICES
+from segmentation.models import BillingPresentation
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -223,3 +239,257 @@ class RatingFilterSerializer(serializers.Serializer):
         help_text="Only ratings your organization gave, or only those it received.",
     )
     kind = RatingKindField(required=False, help_text="`provider` or `recipient`.")
+
+
+# --- statements, settlements, cards --------------------------------------------------------------
+
+
+def _absolute(request, name: str, *args) -> str:
+    path = reverse(name, args=args)
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class ValuesField(serializers.ChoiceField):
+    """A choice documented as a plain string with its values in the help text, like
+    `RatingKindField`: the enums drf-spectacular names after the field ("Status", "Kind",
+    "Presentation") would collide with other choice sets of the same name."""
+
+    def __init__(self, *, choices, help_text: str, **kwargs):
+        kwargs.setdefault("read_only", True)
+        values = ", ".join(f"`{value}`" for value, _label in choices)
+        super().__init__(choices=choices, help_text=f"{help_text} One of {values}.", **kwargs)
+
+
+class BilledProviderSerializer(serializers.Serializer):
+    """The provider a line, a subtotal or a per-provider statement is attributed to."""
+
+    slug = serializers.SlugField(source="organization.slug")
+    legal_name = serializers.CharField()
+
+
+class StatementLineSerializer(serializers.ModelSerializer):
+    """A line of a statement: a charge, or a credit (negative)."""
+
+    kind = ValuesField(
+        choices=LineItemKind.choices,
+        help_text="What it bills: a won auction, metered usage, subcontracted work, an SLA "
+        "credit (negative) or a sponsorship allocation.",
+    )
+
+    class Meta:
+        model = LineItem
+        fields = ["id", "kind", "description", "amount_minor", "currency", "occurred_at", "lease"]
+        read_only_fields = fields
+
+
+class StatementGroupSerializer(serializers.Serializer):
+    """A provider's lines on a statement, with their subtotal."""
+
+    provider = BilledProviderSerializer()
+    subtotal_minor = serializers.IntegerField(help_text="The sum of the provider's lines.")
+    lines = StatementLineSerializer(many=True)
+
+
+class StatementChargeSerializer(serializers.ModelSerializer):
+    """The payment of a statement's amount due by the default card."""
+
+    status = ValuesField(
+        choices=ChargeStatus.choices,
+        help_text="`requires_action`: the bank wants the cardholder to confirm it, at "
+        "`authenticate_url`; `failed`: declined (tried again at `next_attempt_at`, if any).",
+    )
+    authenticate_url = serializers.SerializerMethodField(
+        help_text="The page where a member confirms the payment with the bank (Stripe.js), "
+        "while it waits for that; null otherwise."
+    )
+
+    class Meta:
+        model = Charge
+        fields = [
+            "status",
+            "amount_minor",
+            "currency",
+            "attempts",
+            "next_attempt_at",
+            "last_error_code",
+            "succeeded_at",
+            "authenticate_url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_authenticate_url(self, charge) -> str | None:
+        if charge.status != ChargeStatus.REQUIRES_ACTION:
+            return None
+        return _absolute(self.context.get("request"), "charge_authenticate", charge.pk)
+
+
+class StatementSerializer(serializers.ModelSerializer):
+    """A statement of the acting organization: a period's lines in one currency, of every
+    provider (consolidated) or of one (per provider)."""
+
+    url = serializers.SerializerMethodField()
+    pdf_url = serializers.SerializerMethodField()
+    presentation = ValuesField(
+        choices=BillingPresentation.choices,
+        help_text="`consolidated`: every provider's lines, grouped by provider; "
+        "`per_provider`: one provider's (see `provider`).",
+    )
+    provider = BilledProviderSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="The provider of a per-provider statement; null when consolidated.",
+    )
+    period_end = serializers.DateField(
+        read_only=True, help_text="The day after the period's last day."
+    )
+    status = ValuesField(choices=StatementStatus.choices, help_text="The statement's state.")
+    amount_due_minor = serializers.IntegerField(
+        read_only=True, help_text="What the card is charged: the total when positive, else 0."
+    )
+
+    class Meta:
+        model = Statement
+        fields = [
+            "number",
+            "url",
+            "pdf_url",
+            "period_start",
+            "period_end",
+            "presentation",
+            "provider",
+            "currency",
+            "charges_minor",
+            "credits_minor",
+            "total_minor",
+            "amount_due_minor",
+            "status",
+            "issued_at",
+            "paid_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, statement) -> str:
+        return _absolute(self.context.get("request"), "statement-detail", statement.number)
+
+    def get_pdf_url(self, statement) -> str:
+        return _absolute(self.context.get("request"), "statement-pdf", statement.number)
+
+
+class StatementDetailSerializer(StatementSerializer):
+    """A statement with its lines grouped by provider (by name), each group's subtotal, and
+    its payment. The subtotals add up to `total_minor`."""
+
+    groups = serializers.SerializerMethodField()
+    charge = serializers.SerializerMethodField(
+        help_text="The payment of the amount due; null while none was attempted (or nothing "
+        "is due)."
+    )
+
+    class Meta(StatementSerializer.Meta):
+        fields = [*StatementSerializer.Meta.fields, "groups", "charge"]
+        read_only_fields = fields
+
+    @extend_schema_field(StatementGroupSerializer(many=True))
+    def get_groups(self, statement) -> list:
+        return StatementGroupSerializer(self.context["groups"], many=True).data
+
+    @extend_schema_field(StatementChargeSerializer(allow_null=True))
+    def get_charge(self, statement) -> dict | None:
+        charge = Charge.objects.filter(statement=statement).first()
+        if charge is None:
+            return None
+        return StatementChargeSerializer(charge, context=self.context).data
+
+
+class StatementFilterSerializer(serializers.Serializer):
+    """The filters of the statement list, read from the query string."""
+
+    status = serializers.ChoiceField(
+        choices=StatementStatus.choices, required=False, help_text="Only statements in this state."
+    )
+    currency = serializers.ChoiceField(
+        choices=CURRENCY_CHOICES,
+        required=False,
+        help_text="Only statements in this currency.",
+    )
+
+
+class SettlementLineSerializer(serializers.ModelSerializer):
+    """A paid line attributed to the provider, as it counts in its settlement's gross."""
+
+    statement = serializers.CharField(
+        source="statement.number", read_only=True, help_text="Its statement's number."
+    )
+    kind = ValuesField(choices=LineItemKind.choices, help_text="What it billed.")
+
+    class Meta:
+        model = LineItem
+        fields = ["statement", "occurred_at", "kind", "description", "amount_minor", "currency"]
+        read_only_fields = fields
+
+
+class SettlementSerializer(serializers.ModelSerializer):
+    """What the exchange owes the acting provider for a period in one currency: the paid
+    lines attributed to it (gross), the exchange's fee and the net."""
+
+    url = serializers.SerializerMethodField()
+    csv_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Settlement
+        fields = [
+            "id",
+            "url",
+            "csv_url",
+            "period_start",
+            "period_end",
+            "currency",
+            "gross_minor",
+            "fee_bps",
+            "fee_minor",
+            "net_minor",
+            "lines_count",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "period_end": {"help_text": "The day after the period's last day."},
+            "gross_minor": {"help_text": "The sum of the paid lines attributed to you."},
+            "fee_bps": {"help_text": "The exchange's fee rate, in basis points (1000 = 10 %)."},
+            "fee_minor": {"help_text": "The exchange's fee: the rate of the gross, half up."},
+            "net_minor": {"help_text": "Gross minus fee: what is paid out to you."},
+        }
+
+    def get_url(self, settlement) -> str:
+        return _absolute(self.context.get("request"), "settlement-detail", settlement.pk)
+
+    def get_csv_url(self, settlement) -> str:
+        return _absolute(self.context.get("request"), "settlement-csv", settlement.pk)
+
+
+class SettlementDetailSerializer(SettlementSerializer):
+    """A settlement with the lines its gross adds up."""
+
+    lines = serializers.SerializerMethodField()
+
+    class Meta(SettlementSerializer.Meta):
+        fields = [*SettlementSerializer.Meta.fields, "lines"]
+        read_only_fields = fields
+
+    @extend_schema_field(SettlementLineSerializer(many=True))
+    def get_lines(self, settlement) -> list:
+        return SettlementLineSerializer(self.context["lines"], many=True).data
+
+
+class CardSerializer(serializers.ModelSerializer):
+    """A card on file: what the exchange knows of it (never its number)."""
+
+    class Meta:
+        model = Card
+        fields = ["id", "brand", "last4", "exp_month", "exp_year", "is_default", "created_at"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "is_default": {"help_text": "Statements are charged to the default card."},
+        }

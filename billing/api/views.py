@@ -1,22 +1,48 @@
-"""Partner API for ratings: those the acting organization gave and received, giving one, and
-replying to one received. Another organization's ratings are 404s; what is public about a
-provider's ratings is its `rating` aggregate in /providers/ and its page (see billing.ratings).
+"""Partner API for billing. Ratings: those the acting organization gave and received, giving
+one, and replying to one received. Statements (list, detail grouped by provider, PDF), the
+acting provider's settlements (list, detail, CSV), and the cards on file (list, remove; a card
+is added in the browser with Stripe.js). Another organization's objects are 404s; what is
+public about a provider's ratings is its `rating` aggregate in /providers/ and its page (see
+billing.ratings).
 """
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from auctions.models import Lease
 from billing.api.serializers import (
+    CardSerializer,
     OwnRatingSummarySerializer,
     RatingCreateSerializer,
     RatingFilterSerializer,
     RatingReplySerializer,
     RatingSerializer,
+    SettlementDetailSerializer,
+    SettlementSerializer,
+    StatementDetailSerializer,
+    StatementFilterSerializer,
+    StatementSerializer,
 )
-from billing.models import Rating, RatingKind
+from billing.models import (
+    Card,
+    Rating,
+    RatingKind,
+    Settlement,
+    Statement,
+)
+from billing.payments import PaymentRefused, card_remove
+from billing.pdf import statement_pdf
 from billing.ratings import (
     RatingRefused,
     Scores,
@@ -27,6 +53,14 @@ from billing.ratings import (
     recipient_rating_create,
     recipient_rating_summary,
 )
+from billing.statements import (
+    cards_of,
+    settlement_lines,
+    settlements_of,
+    statement_groups,
+    statements_of,
+)
+from billing.views import settlement_csv_response
 from marketplace.api.authentication import ApiKeyPrincipal
 from marketplace.api.idempotency import idempotent
 from marketplace.api.organization import api_organization
@@ -36,7 +70,8 @@ from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
 from marketplace.models import User
 from providers.models import ProviderProfile
 from providers.selectors import provider_of
-from segmentation.api.views import ActsForOrganization
+from segmentation.api.serializers import ID_MAX
+from segmentation.api.views import ActsForOrganization, DownloadNegotiationMixin
 from segmentation.models import Job
 
 # HTTP status of each stable refusal code of the rating services.
@@ -276,3 +311,343 @@ class RatingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 "as_recipient": recipient_rating_summary(organization=organization).as_dict(),
             }
         )
+
+
+# --- Statements ----------------------------------------------------------------------------------
+
+PRIVATE = (401, 403)
+
+STATEMENT_NUMBER_PARAMETER = OpenApiParameter(
+    "number",
+    str,
+    OpenApiParameter.PATH,
+    description="The statement's number, e.g. `ST-202611-00012-USD-ALL`.",
+)
+STATEMENT_404 = "`statement_not_found`: no statement of your organization has this number."
+PDF_RESPONSE = {
+    (200, "application/pdf"): OpenApiResponse(
+        OpenApiTypes.BINARY, description="The statement as a PDF document (A4)."
+    )
+}
+STATEMENT_EXAMPLE = OpenApiExample(
+    "A consolidated statement",
+    response_only=True,
+    value={
+        "number": "ST-202611-00012-USD-ALL",
+        "url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/",
+        "pdf_url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/pdf",
+        "period_start": "2026-11-01",
+        "period_end": "2026-12-01",
+        "presentation": "consolidated",
+        "provider": None,
+        "currency": "USD",
+        "charges_minor": 17000,
+        "credits_minor": -1250,
+        "total_minor": 15750,
+        "amount_due_minor": 15750,
+        "status": "paid",
+        "issued_at": "2026-12-01T00:05:12Z",
+        "paid_at": "2026-12-01T00:06:40Z",
+        "groups": [
+            {
+                "provider": {"slug": "alpha", "legal_name": "Alpha Networks Ltd"},
+                "subtotal_minor": 10750,
+                "lines": [
+                    {
+                        "id": 41,
+                        "kind": "auction",
+                        "description": "Block of Alpha Networks Ltd, 2026-11-10 09:00 to "
+                        "2026-11-10 12:00 UTC, up to 1000 Mbit/s (auction 7)",
+                        "amount_minor": 12000,
+                        "currency": "USD",
+                        "occurred_at": "2026-11-09T17:00:00Z",
+                        "lease": 12,
+                    },
+                    {
+                        "id": 44,
+                        "kind": "sla_credit",
+                        "description": "SLA credit, job 3: 850.00 Mbit/s against 1000 guaranteed",
+                        "amount_minor": -1250,
+                        "currency": "USD",
+                        "occurred_at": "2026-11-10T12:02:00Z",
+                        "lease": 12,
+                    },
+                ],
+            },
+            {
+                "provider": {"slug": "beta", "legal_name": "Beta Telecom Ltd"},
+                "subtotal_minor": 5000,
+                "lines": [
+                    {
+                        "id": 45,
+                        "kind": "auction",
+                        "description": "Block of Beta Telecom Ltd, 2026-11-20 06:00 to "
+                        "2026-11-20 08:00 UTC, up to 500 Mbit/s (bought now)",
+                        "amount_minor": 5000,
+                        "currency": "USD",
+                        "occurred_at": "2026-11-19T08:30:00Z",
+                        "lease": 15,
+                    }
+                ],
+            },
+        ],
+        "charge": {
+            "status": "succeeded",
+            "amount_minor": 15750,
+            "currency": "USD",
+            "attempts": 1,
+            "next_attempt_at": None,
+            "last_error_code": "",
+            "succeeded_at": "2026-12-01T00:06:40Z",
+            "authenticate_url": None,
+        },
+    },
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your statements",
+        description="Your organization's statements, newest period first: per billing period "
+        "and currency, one consolidated statement (every provider's lines) and one per "
+        "provider whose lines ask for it (the job's profile, else your billing preference).",
+        parameters=[StatementFilterSerializer],
+        responses={200: StatementSerializer(many=True)}
+        | problem_responses(400, *PRIVATE, s403=PRIVATE_403),
+    ),
+    retrieve=extend_schema(
+        summary="One of your statements",
+        description="The statement with its lines grouped by provider, each group's "
+        "subtotal, the charges, credits (SLA credits are negative lines), total and amount "
+        "due, and its payment. Every amount is in minor units of the statement's currency; "
+        "the subtotals add up to `total_minor`.",
+        parameters=[STATEMENT_NUMBER_PARAMETER],
+        responses={200: StatementDetailSerializer}
+        | problem_responses(*PRIVATE, 404, s403=PRIVATE_403, s404=STATEMENT_404),
+        examples=[STATEMENT_EXAMPLE],
+    ),
+    pdf=extend_schema(
+        summary="A statement as PDF",
+        description="The statement as its page shows it, as a PDF document. Answers in "
+        "`application/pdf` whatever the `Accept` header asks; problems are JSON.",
+        parameters=[STATEMENT_NUMBER_PARAMETER],
+        responses=PDF_RESPONSE
+        | problem_responses(*PRIVATE, 404, s403=PRIVATE_403, s404=STATEMENT_404),
+    ),
+)
+class StatementViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The acting organization's statements; another organization's is a 404."""
+
+    serializer_class = StatementSerializer
+    permission_classes = [ScopedAccess, ActsForOrganization]
+    lookup_field = "number"
+    download_actions = ("pdf",)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Statement.objects.none()
+        return statements_of(api_organization(self.request)).select_related(
+            "organization", "provider__organization"
+        )
+
+    def filter_queryset(self, queryset):
+        if self.action != "list":
+            return queryset
+        filters = StatementFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        values = filters.validated_data
+        if values.get("status"):
+            queryset = queryset.filter(status=values["status"])
+        if values.get("currency"):
+            queryset = queryset.filter(currency=values["currency"])
+        return queryset
+
+    def get_object(self) -> Statement:
+        statement = self.get_queryset().filter(number=self.kwargs["number"]).first()
+        if statement is None:
+            raise Problem(
+                "No statement of your organization has this number.",
+                code="statement_not_found",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return statement
+
+    def retrieve(self, request, *args, **kwargs):
+        statement = self.get_object()
+        context = {**self.get_serializer_context(), "groups": statement_groups(statement)}
+        return Response(StatementDetailSerializer(statement, context=context).data)
+
+    @action(detail=True, methods=["get"], url_path="pdf")
+    def pdf(self, request, *args, **kwargs):
+        statement = self.get_object()
+        response = HttpResponse(
+            statement_pdf(statement, statement_groups(statement)), content_type="application/pdf"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{statement.number}.pdf"'
+        return response
+
+
+# --- Settlements ---------------------------------------------------------------------------------
+
+
+def path_id(value: str) -> int | None:
+    """An id from the path, or None when it is no id a database holds."""
+    return int(value) if value.isdigit() and 0 < int(value) <= ID_MAX else None
+
+
+class NotAProvider(exceptions.PermissionDenied):
+    default_code = "not_a_provider"
+    default_detail = "Settlements are for providers; the organization you act for is no provider."
+
+
+class ActsForProvider(BasePermission):
+    """The acting organization is a provider (after ActsForOrganization)."""
+
+    def has_permission(self, request, view):
+        if provider_of(organization=api_organization(request)) is None:
+            raise NotAProvider()
+        return True
+
+
+SETTLEMENT_ID_PARAMETER = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="The settlement's id."
+)
+SETTLEMENT_403 = (
+    "`not_a_provider` (the organization you act for is no provider), `organization_required` "
+    "or `insufficient_scope`."
+)
+SETTLEMENT_404 = "`settlement_not_found`: no settlement of yours has this id."
+CSV_RESPONSE = {
+    (200, "text/csv"): OpenApiResponse(
+        OpenApiTypes.STR,
+        description="Columns `statement, occurred_at, kind, description, amount_minor, "
+        "currency`: one row per line, then the rows `gross`, `fee` (its rate in `description`) "
+        "and `net`.",
+    )
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your settlements",
+        description="What the exchange owes you as a provider, per billing period and "
+        "currency, newest first: the paid lines attributed to you (gross), the exchange's fee "
+        "and the net paid out. A period is settled once its statements are paid.",
+        responses={200: SettlementSerializer(many=True)}
+        | problem_responses(*PRIVATE, s403=SETTLEMENT_403),
+    ),
+    retrieve=extend_schema(
+        summary="One of your settlements",
+        description="The settlement with the lines its gross adds up.",
+        parameters=[SETTLEMENT_ID_PARAMETER],
+        responses={200: SettlementDetailSerializer}
+        | problem_responses(*PRIVATE, 404, s403=SETTLEMENT_403, s404=SETTLEMENT_404),
+    ),
+    csv=extend_schema(
+        summary="A settlement as CSV",
+        description="The settlement's lines and totals as CSV, in `text/csv` whatever the "
+        "`Accept` header asks; problems are JSON.",
+        parameters=[SETTLEMENT_ID_PARAMETER],
+        responses=CSV_RESPONSE
+        | problem_responses(*PRIVATE, 404, s403=SETTLEMENT_403, s404=SETTLEMENT_404),
+    ),
+)
+class SettlementViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The acting provider's settlements; another provider's is a 404."""
+
+    serializer_class = SettlementSerializer
+    permission_classes = [ScopedAccess, ActsForOrganization, ActsForProvider]
+    download_actions = ("csv",)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Settlement.objects.none()
+        return settlements_of(provider_of(organization=api_organization(self.request)))
+
+    def get_object(self) -> Settlement:
+        pk = path_id(self.kwargs["pk"])
+        settlement = self.get_queryset().filter(pk=pk).first() if pk else None
+        if settlement is None:
+            raise Problem(
+                "No settlement of yours has this id.",
+                code="settlement_not_found",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return settlement
+
+    def retrieve(self, request, *args, **kwargs):
+        settlement = self.get_object()
+        context = {**self.get_serializer_context(), "lines": settlement_lines(settlement)}
+        return Response(SettlementDetailSerializer(settlement, context=context).data)
+
+    @action(detail=True, methods=["get"], url_path="csv")
+    def csv(self, request, *args, **kwargs):
+        return settlement_csv_response(self.get_object())
+
+
+# --- Cards ---------------------------------------------------------------------------------------
+
+CARD_ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The card's id.")
+# HTTP status of each stable code of a refused card operation.
+PAYMENT_REFUSAL_STATUS = {
+    "payments_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your cards on file",
+        description="The cards your organization's statements are charged to, the default "
+        "first. Cards are added in the browser only, on the cards page (/billing/cards/), "
+        "with Stripe.js: the card's number goes from the browser to Stripe and never "
+        "reaches the exchange, so the API cannot add one.",
+        responses={200: CardSerializer(many=True)} | problem_responses(*PRIVATE, s403=PRIVATE_403),
+    ),
+    destroy=extend_schema(
+        summary="Remove a card",
+        description="Detaches the card at Stripe and forgets it; when it was the default, the "
+        "most recently added of the others becomes the default. Statements are charged to "
+        "the default card: with none left, a charge fails until a card is added.",
+        parameters=[CARD_ID_PARAMETER],
+        responses={204: None}
+        | problem_responses(
+            *PRIVATE,
+            404,
+            503,
+            s403=PRIVATE_403,
+            s404="`card_not_found`: no card of your organization has this id.",
+            s503="`payments_unavailable`: Stripe cannot be reached; nothing was removed.",
+        ),
+    ),
+)
+class CardViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The acting organization's cards on file; another organization's is a 404."""
+
+    serializer_class = CardSerializer
+    permission_classes = [ScopedAccess, ActsForOrganization]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Card.objects.none()
+        return cards_of(api_organization(self.request))
+
+    def get_object(self) -> Card:
+        pk = path_id(self.kwargs["pk"])
+        card = self.get_queryset().filter(pk=pk).first() if pk else None
+        if card is None:
+            raise Problem(
+                "No card of your organization has this id.",
+                code="card_not_found",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return card
+
+    def perform_destroy(self, instance):
+        try:
+            card_remove(card=instance)
+        except PaymentRefused as refusal:
+            raise Problem(
+                refusal.message,
+                code=refusal.code,
+                status_code=PAYMENT_REFUSAL_STATUS.get(refusal.code, status.HTTP_409_CONFLICT),
+            ) from None

@@ -82,6 +82,14 @@ class LineItem(models.Model):
     statement = models.ForeignKey(
         "Statement", on_delete=models.SET_NULL, null=True, blank=True, related_name="lines"
     )
+    settlement = models.ForeignKey(
+        "Settlement",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="lines",
+        help_text="The provider's settlement that paid it out (once its statement was paid).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -180,8 +188,9 @@ class Statement(models.Model):
 
 
 class Settlement(models.Model):
-    """What the exchange owes a provider for a period in one currency: the paid lines
-    attributed to it (gross), the exchange's fee, and the net."""
+    """What the exchange owes a provider for a period in one currency: the lines attributed
+    to it whose statements were paid by the period's end and not settled before (gross), the
+    exchange's fee, and the net."""
 
     provider = models.ForeignKey(
         ProviderProfile, on_delete=models.PROTECT, related_name="settlements"

@@ -19,14 +19,18 @@ from auctions.services import (
     increment_at,
     minimum_next_bid,
 )
+from billing.models import Statement, StatementStatus
+from billing.statements import statements_build
 from marketplace.models import OrganizationKind
 from providers.services import ProviderNotVerified
+from tests.billing.test_statements import NOVEMBER, lease_won
 from tests.factories import (
     AuctionFactory,
     OrganizationFactory,
     ProviderProfileFactory,
     ServiceBlockFactory,
     UserFactory,
+    VerifiedProviderFactory,
     buyer,
     member_of,
 )
@@ -273,6 +277,25 @@ def test_nobody_bids_on_their_own_organizations_auction(auction):
     provider_org.kind = OrganizationKind.BOTH
     provider_org.save()
     rejected("own_auction", auction, (provider_org, member_of(provider_org)), 1000)
+
+
+def test_a_buyer_without_a_card_on_file_cannot_bid(auction):
+    rejected("card_required", auction, buyer(with_card=False), 1000)
+    assert not Bid.objects.exists()
+
+
+def test_unpaid_leases_block_bidding_from_the_configured_count(auction, settings):
+    late_payer = buyer()
+    lease_won(late_payer[0], VerifiedProviderFactory(), 5_000)
+    statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    Statement.objects.update(status=StatementStatus.PAYMENT_FAILED)
+
+    settings.UNPAID_LEASES_BLOCK = 2
+    bid(auction, late_payer, 1000)  # one unpaid lease: still allowed
+    settings.UNPAID_LEASES_BLOCK = 1
+    rejected("unpaid_leases", auction, late_payer, 2000)
+    Statement.objects.update(status=StatementStatus.PAID)
+    bid(auction, late_payer, 2000)
 
 
 def test_only_members_of_active_recipient_organizations_bid(auction):

@@ -8,34 +8,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from billing.localstripe import (
-    LocalStripe,
-    localstripe_start,
-    localstripe_stop,
-    localstripe_webhook_register,
-)
+from billing.localstripe import LocalStripe, localstripe_webhook_register
+from tests.conftest import WEBHOOK_SECRET
 
-WEBHOOK_SECRET = "whsec_billing_tests"
 TEST_WEBHOOK_NAME = "billing-tests"
 
 
-@pytest.fixture(scope="session")
-def localstripe_server(tmp_path_factory) -> LocalStripe:
-    """localstripe on a free loopback port, its data in memory, for the whole test session."""
-    server = localstripe_start(log_path=tmp_path_factory.mktemp("localstripe") / "output.log")
-    yield server
-    localstripe_stop(server)
-
-
 @pytest.fixture(autouse=True)
-def stripe_on_localstripe(settings, localstripe_server) -> LocalStripe:
-    """The gateway talks to the session's localstripe: no Stripe key, a webhook secret of the
-    tests."""
-    settings.STRIPE_SECRET_KEY = ""
-    settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.LOCALSTRIPE_URL = localstripe_server.url
-    return localstripe_server
+def _billing_on_localstripe(stripe_on_localstripe) -> LocalStripe:
+    """Every billing test talks to the session's localstripe (tests/conftest.py)."""
+    return stripe_on_localstripe
 
 
 @dataclass

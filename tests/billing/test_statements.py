@@ -321,3 +321,25 @@ def test_settlements_owe_each_provider_its_paid_lines_net_of_the_fee(settings):
     amounts = [int(row[4]) for row in rows[1:-3]]
     assert sum(amounts) == south_settlement.gross_minor
     assert rows[-1] == ["net", "", "", "", str(south_settlement.net_minor), "USD"]
+
+
+def test_a_statement_paid_after_its_period_was_settled_is_settled_in_the_next(settings):
+    settings.EXCHANGE_FEE_BPS = 1000
+    buyer, late_buyer = OrganizationFactory(), OrganizationFactory()
+    provider = VerifiedProviderFactory()
+    lease_won(buyer, provider, 1_000)
+    lease_won(late_buyer, provider, 700)
+    statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    on_time = Statement.objects.get(organization=buyer)
+    statement_mark_paid(statement=on_time, paid_at=datetime(2026, 11, 30, tzinfo=UTC))
+    (november,) = settlements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    assert (november.gross_minor, november.lines_count) == (1_000, 1)
+
+    # the other statement's charge succeeds on a retry in December
+    late = Statement.objects.get(organization=late_buyer)
+    statement_mark_paid(statement=late, paid_at=datetime(2026, 12, 3, tzinfo=UTC))
+    assert settlements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1]) == []
+    (december,) = settlements_build(period_start=NOVEMBER[1], period_end=date(2027, 1, 1))
+    assert (december.gross_minor, december.fee_minor, december.net_minor) == (700, 70, 630)
+    rows = settlement_csv_rows(november)
+    assert [int(row[4]) for row in rows[1:-3]] == [1_000]  # the CSV is what the gross adds up

@@ -16,6 +16,12 @@ from segmentation.service_requests import plan_current
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _cards_through_localstripe(stripe_on_localstripe):
+    """The demo buyers' cards are saved through localstripe, as bin/run does."""
+    return stripe_on_localstripe
+
+
 def _counts():
     return [
         m.objects.count()

@@ -3,10 +3,12 @@ and a lease the first buyer can run jobs under.
 
 Running it again changes nothing that is already there (it looks objects up by their names)."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from auctions.demo import demo_auctions_ensure
+from billing.demo import DemoCardUnavailable, demo_card_ensure
+from billing.payments import PaymentRefused
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
 from providers.models import (
     Network,
@@ -146,6 +148,14 @@ class Command(BaseCommand):
                 user=buyer, organization=organization, defaults={"role": Role.OWNER}
             )
             buyers.append(organization)
+        try:
+            for organization in buyers:
+                demo_card_ensure(organization=organization)
+        except (DemoCardUnavailable, PaymentRefused) as exc:
+            raise CommandError(
+                f"The demo buyers' cards could not be saved: {exc} (bin/run starts "
+                "localstripe; `manage.py localstripe` does too)."
+            ) from None
         providers = [
             ProviderProfile.objects.get(organization__name=spec["name"]) for spec in PROVIDERS
         ]
