@@ -329,8 +329,7 @@ def billing_standing_check(bidder: Organization) -> None:
     if not Card.objects.filter(account__organization=bidder).exists():
         raise BidRejected(
             "card_required",
-            "Add a card on file before bidding (Billing → Cards): a won auction is charged "
-            "to it.",
+            "Add a card on file before bidding (Billing → Cards): a won auction is charged to it.",
         )
     limit = settings.UNPAID_LEASES_BLOCK
     unpaid = (
