@@ -132,6 +132,7 @@ def card_setup_finish(*, organization: Organization, setup_intent_id: str) -> Ca
                 "is_default": not account.cards.filter(is_default=True).exists(),
             },
         )
+        charges_rearm(organization=organization)
     return card
 
 
@@ -161,10 +162,22 @@ def card_on_file(organization: Organization) -> bool:
 # --- charges -------------------------------------------------------------------------------------
 
 
+# A charge marked "processing" is left to the run that sent it for this long (longer than the
+# gateway's read time-out); past it, its answer counts as lost and Stripe is read back.
+PROCESSING_SECONDS = 120
+# An error on the exchange's side (not the card's) is tried again after this long.
+ERROR_RETRY_SECONDS = 3600
+
+
 def statement_charge(*, statement_id: int, now=None) -> str:
     """Charge a statement's amount due to its recipient's default card (one charge per
-    statement; safe to run any number of times, in several processes). Returns the charge's
-    status. `now` is the time retries are due by (tests move it)."""
+    statement; safe to run any number of times, in several processes at once). Returns the
+    charge's status. `now` is the time retries are due by (tests move it).
+
+    A "processing" charge belongs to the run that sent it until PROCESSING_SECONDS pass; then
+    Stripe is read back for that attempt (its metadata names the charge and the attempt), and
+    only if Stripe never saw it is the same attempt sent again, with the same idempotency
+    key. A new attempt (a new key) follows only a decline whose retry is due."""
     now = now or timezone.now()
     charge = _charge_record(statement_id)
     if charge is None:
@@ -173,12 +186,19 @@ def statement_charge(*, statement_id: int, now=None) -> str:
         charge = Charge.objects.select_for_update().get(pk=charge.pk)
         if charge.status in (ChargeStatus.SUCCEEDED, ChargeStatus.REQUIRES_ACTION):
             return charge.status
-        if charge.status == ChargeStatus.FAILED and (
+        if charge.status != ChargeStatus.PENDING and (
             charge.next_attempt_at is None or charge.next_attempt_at > now
         ):
-            return charge.status
+            return charge.status  # out with another run, or no retry due
         statement = Statement.objects.select_related("organization").get(pk=charge.statement_id)
         account = BillingAccount.objects.filter(organization=statement.organization).first()
+        if charge.status == ChargeStatus.PROCESSING:
+            # the attempt's answer was lost: what Stripe did decides, before any card check
+            found = _payment_intent_of(charge, account) if account else None
+            if found is not None:
+                return _outcome_apply(charge, found, now=now)
+        else:
+            charge.attempts += 1  # a new attempt: a new PaymentIntent, a new key
         card = (
             Card.objects.filter(account=account).order_by("-is_default", "-created_at").first()
             if account
@@ -187,15 +207,19 @@ def statement_charge(*, statement_id: int, now=None) -> str:
         if card is None or not account.stripe_customer_id:
             _failed(charge, "no_card", "No card on file: add one to pay this statement.")
             return charge.status
-        # the last attempt's answer was lost: read Stripe back before anything else
-        if charge.status == ChargeStatus.PROCESSING and charge.attempts:
-            found = _payment_intent_of(charge, account)
-            if found is not None:
-                return _outcome_apply(charge, found, now=now)
         charge.status = ChargeStatus.PROCESSING
-        charge.attempts += 1
         charge.payment_method_id = card.payment_method_id
-        charge.save(update_fields=["status", "attempts", "payment_method_id", "updated_at"])
+        charge.next_attempt_at = now + timedelta(seconds=PROCESSING_SECONDS)
+        charge.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "payment_method_id",
+                "next_attempt_at",
+                "updated_at",
+            ]
+        )
+        attempt, charge_pk = charge.attempts, charge.pk
     # committed: the charge is known to be out before Stripe hears of it
     try:
         intent = gateway.payment_intent_create(
@@ -203,10 +227,10 @@ def statement_charge(*, statement_id: int, now=None) -> str:
             currency=charge.currency,
             customer_id=account.stripe_customer_id,
             payment_method_id=card.payment_method_id,
-            idempotency_key=f"{charge.idempotency_key}-{charge.attempts}",
+            idempotency_key=f"{charge.idempotency_key}-{attempt}",
             metadata={
                 "charge": str(charge.pk),
-                "attempt": str(charge.attempts),
+                "attempt": str(attempt),
                 "statement": statement.number,
             },
         )
@@ -214,26 +238,52 @@ def statement_charge(*, statement_id: int, now=None) -> str:
         intent = exc.payment_intent
     except gateway.CardDeclined as exc:
         with transaction.atomic():
-            charge = Charge.objects.select_for_update().get(pk=charge.pk)
+            charge = _still_sent(charge.pk, attempt)
+            if charge is None:
+                return Charge.objects.get(pk=charge_pk).status
             if exc.payment_intent_id:
                 charge.payment_intent_id = exc.payment_intent_id
             return _declined(
                 charge, exc.decline_code or exc.code or "card_declined", str(exc), now=now
             )
     except gateway.GatewayUnavailable as exc:
-        # outcome unknown: stays "processing"; the next run reads Stripe back first
+        # outcome unknown: stays "processing"; once its time is up Stripe is read back
         Charge.objects.filter(pk=charge.pk).update(
-            last_error=f"Stripe unreachable, outcome not known yet: {exc}",
-            next_attempt_at=now + timedelta(seconds=60),
+            last_error=f"Stripe unreachable, outcome not known yet: {exc}"
         )
         return ChargeStatus.PROCESSING
     except gateway.GatewayError as exc:
         with transaction.atomic():
-            charge = Charge.objects.select_for_update().get(pk=charge.pk)
-            return _declined(charge, exc.code or "charge_refused", str(exc), now=now)
+            charge = _still_sent(charge.pk, attempt)
+            if charge is None:
+                return Charge.objects.get(pk=charge_pk).status
+            return _exchange_error(charge, exc, now=now)
     with transaction.atomic():
-        charge = Charge.objects.select_for_update().get(pk=charge.pk)
+        charge = _still_sent(charge.pk, attempt)
+        if charge is None:
+            return Charge.objects.get(pk=charge_pk).status
         return _outcome_apply(charge, intent, now=now)
+
+
+def _still_sent(charge_pk: int, attempt: int) -> Charge | None:
+    """The charge, locked, if it still waits for this attempt's answer (a webhook or another
+    run may have recorded it meanwhile); None otherwise."""
+    charge = Charge.objects.select_for_update().get(pk=charge_pk)
+    if charge.status != ChargeStatus.PROCESSING or charge.attempts != attempt:
+        return None
+    return charge
+
+
+def _exchange_error(charge: Charge, exc: Exception, *, now) -> str:
+    """Stripe refused the charge for a reason of the exchange's (a key, an amount), not the
+    card's: no decline counted, no rating, tried again later; logged for the operators."""
+    logger.error("Charge %s refused by Stripe (not a decline): %s", charge.pk, exc)
+    charge.status = ChargeStatus.ERROR
+    charge.last_error_code = (getattr(exc, "code", "") or "stripe_error")[:64]
+    charge.last_error = str(exc)
+    charge.next_attempt_at = now + timedelta(seconds=ERROR_RETRY_SECONDS)
+    charge.save()
+    return charge.status
 
 
 def _charge_record(statement_id: int) -> Charge | None:
@@ -267,15 +317,18 @@ def _payment_intent_of(charge: Charge, account: BillingAccount):
 
 
 def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
-    """Record what Stripe says of the charge's PaymentIntent (the caller holds the lock)."""
+    """Record what Stripe says of the charge's PaymentIntent for its current attempt (the
+    caller holds the lock)."""
+    now = now or timezone.now()
     statement = Statement.objects.select_related("organization").get(pk=charge.statement_id)
     charge.payment_intent_id = intent.id
     if intent.succeeded:
         if charge.status != ChargeStatus.SUCCEEDED:
             charge.status = ChargeStatus.SUCCEEDED
-            charge.succeeded_at = timezone.now()
+            charge.succeeded_at = now
             charge.next_attempt_at = None
             charge.last_error_code = ""
+            charge.last_error = ""
             charge.save()
             statement_mark_paid(statement=statement)
             transaction.on_commit(partial(_payment_rated, charge.pk, True))
@@ -296,6 +349,12 @@ def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
         charge.save()
         Statement.objects.filter(pk=statement.pk).update(status=StatementStatus.ACTION_REQUIRED)
         transaction.on_commit(partial(_authentication_request, charge.pk))
+        return charge.status
+    if intent.status in ("processing", "requires_capture", "requires_confirmation"):
+        # not decided yet at Stripe: read back again later (or a webhook tells)
+        charge.status = ChargeStatus.PROCESSING
+        charge.next_attempt_at = now + timedelta(seconds=PROCESSING_SECONDS)
+        charge.save()
         return charge.status
     return _declined(
         charge,
@@ -341,9 +400,18 @@ def charges_retry_due(*, now=None) -> int:
     now = now or timezone.now()
     due = list(
         Charge.objects.filter(
-            status__in=(ChargeStatus.FAILED, ChargeStatus.PROCESSING, ChargeStatus.PENDING),
+            status__in=(
+                ChargeStatus.FAILED,
+                ChargeStatus.PROCESSING,
+                ChargeStatus.PENDING,
+                ChargeStatus.ERROR,
+            ),
             next_attempt_at__lte=now,
         ).values_list("statement_id", flat=True)
+    )
+    # charges recorded and never sent (the run stopped before), whatever their time
+    due += list(
+        Charge.objects.filter(status=ChargeStatus.PENDING).values_list("statement_id", flat=True)
     )
     # and the statements issued that were never charged
     due += list(
@@ -352,7 +420,7 @@ def charges_retry_due(*, now=None) -> int:
         )
     )
     tried = 0
-    for statement_id in due:
+    for statement_id in dict.fromkeys(due):
         try:
             statement_charge(statement_id=statement_id, now=now)
         except gateway.GatewayUnavailable:
@@ -363,15 +431,44 @@ def charges_retry_due(*, now=None) -> int:
 
 
 def payment_authenticated(*, charge: Charge) -> str:
-    """The recipient completed authentication in the browser: read the PaymentIntent back."""
-    intent = gateway.payment_intent_retrieve(charge.payment_intent_id)
+    """The recipient completed (or gave up) the bank's authentication in the browser: read the
+    PaymentIntent back. Only a charge waiting for authentication is touched."""
+    if charge.status != ChargeStatus.REQUIRES_ACTION or not charge.payment_intent_id:
+        return charge.status
+    try:
+        intent = gateway.payment_intent_retrieve(charge.payment_intent_id)
+    except (gateway.GatewayUnavailable, gateway.GatewayError) as exc:
+        raise PaymentRefused(
+            "payments_unavailable", f"The payment could not be read back yet: {exc}"
+        ) from None
     with transaction.atomic():
         locked = Charge.objects.select_for_update().get(pk=charge.pk)
-        if locked.status == ChargeStatus.SUCCEEDED:
+        if locked.status != ChargeStatus.REQUIRES_ACTION or locked.payment_intent_id != intent.id:
             return locked.status
-        if intent.succeeded or not intent.requires_authentication:
-            return _outcome_apply(locked, intent)
-        return locked.status
+        if intent.requires_authentication:
+            return locked.status
+        return _outcome_apply(locked, intent)
+
+
+def statement_pay(*, statement: Statement) -> str:
+    """Pay a statement now (its page's button): a charge that failed, whatever its retry
+    schedule, is tried again at once with the default card."""
+    with transaction.atomic():
+        charge = Charge.objects.select_for_update().filter(statement=statement).first()
+        if charge is not None and charge.status in (ChargeStatus.FAILED, ChargeStatus.ERROR):
+            charge.next_attempt_at = timezone.now()
+            charge.save(update_fields=["next_attempt_at", "updated_at"])
+    return statement_charge(statement_id=statement.pk)
+
+
+def charges_rearm(*, organization: Organization) -> int:
+    """A card was saved: the organization's charges that failed for want of one, or ran out of
+    retries, are tried again (now)."""
+    return Charge.objects.filter(
+        statement__organization=organization,
+        status=ChargeStatus.FAILED,
+        next_attempt_at__isnull=True,
+    ).update(next_attempt_at=timezone.now())
 
 
 # --- webhooks ------------------------------------------------------------------------------------
@@ -380,33 +477,45 @@ def payment_authenticated(*, charge: Charge) -> str:
 def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
     """A Stripe webhook: verified (gateway.WebhookRefused otherwise), processed once per event
     id, and only a trigger: the PaymentIntent is read back from Stripe, so events may come in
-    any order, twice, or late. Returns what was done."""
+    any order, twice, or late. An event about an older attempt, or a failure of a charge not
+    waiting for one, changes nothing. Stripe unreachable meanwhile: gateway.GatewayUnavailable,
+    and the event is not recorded, so Stripe's retry is processed. Returns what was done."""
     event = gateway.webhook_event_verify(payload=payload, signature_header=signature_header)
+    if StripeEvent.objects.filter(event_id=event.id).exists():
+        return "already_processed"
+    outcome = "ignored"
+    intent = None
+    if event.type in PAYMENT_INTENT_EVENTS and event.object_id:
+        intent = gateway.payment_intent_retrieve(event.object_id)  # may raise: not recorded
     with transaction.atomic():
-        record, created = StripeEvent.objects.get_or_create(
+        _record, created = StripeEvent.objects.get_or_create(
             event_id=event.id, defaults={"type": event.type, "object_id": event.object_id}
         )
         if not created:
             return "already_processed"
-    outcome = "ignored"
-    if event.type in PAYMENT_INTENT_EVENTS and event.object_id:
-        charge = Charge.objects.filter(payment_intent_id=event.object_id).first()
-        if charge is None:
-            intent = gateway.payment_intent_retrieve(event.object_id)
-            charge_pk = (intent.metadata or {}).get("charge")
-            charge = Charge.objects.filter(pk=charge_pk).first() if charge_pk else None
-        if charge is not None:
-            intent = gateway.payment_intent_retrieve(event.object_id)
-            with transaction.atomic():
-                locked = Charge.objects.select_for_update().get(pk=charge.pk)
-                if locked.status == ChargeStatus.SUCCEEDED:
-                    outcome = "already_paid"
-                elif intent.succeeded or intent.status == "requires_payment_method":
-                    outcome = _outcome_apply(locked, intent)
-                else:
-                    outcome = f"pending ({intent.status})"
-    StripeEvent.objects.filter(pk=record.pk).update(outcome=outcome[:200])
+        if intent is not None:
+            outcome = _event_apply(intent)
+        StripeEvent.objects.filter(event_id=event.id).update(outcome=outcome[:200])
     return outcome
+
+
+def _event_apply(intent) -> str:
+    charge_pk = (intent.metadata or {}).get("charge")
+    attempt = (intent.metadata or {}).get("attempt")
+    charge = Charge.objects.select_for_update().filter(pk=charge_pk).first() if charge_pk else None
+    if charge is None:
+        return "no_charge"
+    if charge.status == ChargeStatus.SUCCEEDED:
+        return "already_paid"
+    if attempt != str(charge.attempts):
+        return "older_attempt"
+    if intent.succeeded:
+        return _outcome_apply(charge, intent)
+    if charge.status in (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION) and (
+        intent.status in ("requires_payment_method", "canceled") or intent.requires_authentication
+    ):
+        return _outcome_apply(charge, intent)
+    return f"unchanged ({intent.status})"
 
 
 # --- side effects --------------------------------------------------------------------------------

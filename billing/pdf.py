@@ -5,6 +5,7 @@ subtotal, then the charges, credits and total."""
 from __future__ import annotations
 
 from io import BytesIO
+from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -35,28 +36,31 @@ def statement_pdf(statement, groups: list[ProviderGroup]) -> bytes:
     small = styles["BodyText"].clone("small", fontSize=8, leading=10)
     currency = statement.currency
     story = [
-        Paragraph(f"Statement {statement.number}", styles["Title"]),
+        Paragraph(escape(f"Statement {statement.number}"), styles["Title"]),
         Paragraph(
-            f"{statement.organization.name} · {statement.period_start:%Y-%m-%d} to "
-            f"{statement.period_end:%Y-%m-%d} (exclusive) · {currency} · "
-            + (
-                f"provider {statement.provider.legal_name}"
-                if statement.provider_id
-                else "all providers (consolidated)"
+            escape(
+                f"{statement.organization.name} · {statement.period_start:%Y-%m-%d} to "
+                f"{statement.period_end:%Y-%m-%d} (exclusive) · {currency} · "
+                + (
+                    f"provider {statement.provider.legal_name}"
+                    if statement.provider_id
+                    else "all providers (consolidated)"
+                )
             ),
             styles["BodyText"],
         ),
         Spacer(1, 6 * mm),
     ]
     for group in groups:
-        story.append(Paragraph(group.provider.legal_name, styles["Heading3"]))
+        # names and descriptions are text, not reportlab markup
+        story.append(Paragraph(escape(group.provider.legal_name), styles["Heading3"]))
         rows = [["Date", "Kind", "Description", "Amount"]]
         for line in group.lines:
             rows.append(
                 [
                     f"{line.occurred_at:%Y-%m-%d}",
                     line.get_kind_display(),
-                    Paragraph(line.description, small),
+                    Paragraph(escape(line.description), small),
                     money_format(line.amount_minor, currency),
                 ]
             )

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from auctions.models import Lease
@@ -188,8 +188,25 @@ def sla_credit_minor(breach: SlaBreach) -> int:
     return -min(lease.price_minor, credit)
 
 
+def _credit_capped(breach: SlaBreach, credited: dict[int, int]) -> int:
+    lease = breach.lease
+    if lease.pk not in credited:
+        credited[lease.pk] = -(
+            LineItem.objects.filter(lease=lease, kind=LineItemKind.SLA_CREDIT).aggregate(
+                total=Sum("amount_minor")
+            )["total"]
+            or 0
+        )
+    room = max(0, lease.price_minor - credited[lease.pk])
+    credit = min(room, -sla_credit_minor(breach))
+    credited[lease.pk] += credit
+    return -credit
+
+
 def _sla_credit_lines():
     presentations: dict[int, str] = {}
+    # what each lease was credited so far: all its credits together never exceed its price
+    credited: dict[int, int] = {}
     breaches = (
         SlaBreach.objects.filter(billing_credit__isnull=True)
         .select_related("lease__block__provider", "job__profile")
@@ -211,7 +228,7 @@ def _sla_credit_lines():
                 f"SLA credit, job {job.pk}: {breach.measured_mbps:.2f} Mbit/s against "
                 f"{breach.guaranteed_mbps} guaranteed"
             ),
-            amount_minor=sla_credit_minor(breach),
+            amount_minor=_credit_capped(breach, credited),
             currency=lease.currency,
             presentation=presentation,
             occurred_at=breach.recorded_at,
@@ -362,11 +379,16 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
     bps = int(getattr(settings, "EXCHANGE_FEE_BPS", 1000))
     end = _midnight(period_end)
     pending: dict[tuple[int, str], list[int]] = defaultdict(list)
-    lines = LineItem.objects.filter(
-        settlement__isnull=True,
-        statement__status=StatementStatus.PAID,
-        statement__paid_at__lt=end,
-    ).values_list("pk", "provider_id", "currency")
+    # paid statements, and those with nothing due (their credits offset their charges: each
+    # provider's lines on them are settled as they stand, credits deducted)
+    lines = (
+        LineItem.objects.filter(settlement__isnull=True)
+        .filter(
+            Q(statement__status=StatementStatus.PAID, statement__paid_at__lt=end)
+            | Q(statement__status=StatementStatus.NOTHING_DUE, statement__issued_at__lt=end)
+        )
+        .values_list("pk", "provider_id", "currency")
+    )
     for pk, provider_id, currency in lines:
         pending[(provider_id, currency)].append(pk)
     settled = []

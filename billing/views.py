@@ -21,6 +21,7 @@ from billing.payments import (
     card_setup_finish,
     card_setup_start,
     payment_authenticated,
+    statement_pay,
     stripe_event_process,
 )
 from billing.pdf import statement_pdf
@@ -45,7 +46,12 @@ from billing.statements import (
     statement_groups,
     statements_of,
 )
-from billing.stripe_gateway import WebhookRefused, publishable_key, stripe_js_url
+from billing.stripe_gateway import (
+    GatewayUnavailable,
+    WebhookRefused,
+    publishable_key,
+    stripe_js_url,
+)
 from providers.selectors import provider_of
 from segmentation.models import Job
 
@@ -235,6 +241,19 @@ def _statement(request, number) -> Statement:
 @login_required
 def statement_detail(request, number):
     statement = _statement(request, number)
+    if request.method == "POST" and request.POST.get("action") == "pay":
+        try:
+            status = statement_pay(statement=statement)
+        except PaymentRefused as refusal:
+            messages.error(request, refusal.message)
+        except GatewayUnavailable:
+            messages.error(request, "Payments are unreachable right now: try again shortly.")
+        else:
+            if status == "succeeded":
+                messages.success(request, f"Statement {statement.number} is paid.")
+            else:
+                messages.info(request, f"Payment: {status.replace('_', ' ')}.")
+        return redirect("statement_detail", statement.number)
     charge = Charge.objects.filter(statement=statement).first()
     return render(
         request,
@@ -347,6 +366,9 @@ def stripe_webhook(request):
         )
     except WebhookRefused as refusal:
         return HttpResponse(f"Refused: {refusal}", status=400, content_type="text/plain")
+    except GatewayUnavailable:
+        # not recorded: Stripe sends it again
+        return HttpResponse("Stripe unreachable", status=503, content_type="text/plain")
     return HttpResponse(outcome, content_type="text/plain")
 
 

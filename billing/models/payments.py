@@ -255,6 +255,7 @@ class ChargeStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Paid"
     REQUIRES_ACTION = "requires_action", "Card authentication needed"
     FAILED = "failed", "Declined"
+    ERROR = "error", "Refused by Stripe (the exchange's side)"
 
 
 class Charge(models.Model):

@@ -341,3 +341,120 @@ def test_events_out_of_order_leave_the_final_state_right(
     statement.refresh_from_db()
     assert charge.status == ChargeStatus.SUCCEEDED
     assert statement.status == StatementStatus.PAID
+
+
+# --- what review found ------------------------------------------------------------------------
+
+
+def test_a_second_run_while_the_first_is_out_with_stripe_sends_nothing(
+    committed, buyer, stripe_on_localstripe, monkeypatch
+):
+    card_saved(buyer, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)
+    statement = statement_of(buyer)
+    real_create = gateway.payment_intent_create
+    answers = []
+
+    def slow_create(**kwargs):
+        # another worker's periodic run comes while this call is out
+        answers.append(payments.statement_charge(statement_id=statement.pk))
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(gateway, "payment_intent_create", slow_create)
+    assert committed.statement_charge(statement_id=statement.pk) == ChargeStatus.SUCCEEDED
+    assert answers == [ChargeStatus.PROCESSING]
+    assert [intent.status for intent in intents_of(Charge.objects.get())] == ["succeeded"]
+
+
+def test_a_worker_killed_after_stripe_charged_is_reconciled_when_its_time_is_up(
+    committed, buyer, stripe_on_localstripe, monkeypatch
+):
+    card_saved(buyer, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)
+    statement = statement_of(buyer)
+    real_create = gateway.payment_intent_create
+
+    class Killed(BaseException):
+        pass
+
+    def charged_then_killed(**kwargs):
+        real_create(**kwargs)
+        raise Killed
+
+    monkeypatch.setattr(gateway, "payment_intent_create", charged_then_killed)
+    with pytest.raises(Killed):
+        payments.statement_charge(statement_id=statement.pk)
+    monkeypatch.setattr(gateway, "payment_intent_create", real_create)
+    charge = Charge.objects.get()
+    assert charge.status == ChargeStatus.PROCESSING
+
+    assert committed.charges_retry_due(now=timezone.now()) == 0  # still its run's
+    assert committed.charges_retry_due(now=charge.next_attempt_at + timedelta(seconds=1)) == 1
+    charge.refresh_from_db()
+    assert charge.status == ChargeStatus.SUCCEEDED
+    assert len(intents_of(charge)) == 1
+
+
+def test_a_decline_and_its_webhook_count_as_one_decline(
+    committed, buyer, stripe_on_localstripe, webhook_receiver
+):
+    card_saved(buyer, TEST_CARD_DECLINED_AT_CHARGE, stripe_on_localstripe.url)
+    statement = statement_of(buyer)
+    committed.statement_charge(statement_id=statement.pk)
+    webhook = webhook_receiver.next_of_type("payment_intent.payment_failed")
+
+    outcome = committed.stripe_event_process(
+        payload=webhook.body, signature_header=webhook.headers["Stripe-Signature"]
+    )
+
+    charge = Charge.objects.get()
+    assert outcome.startswith("unchanged")
+    assert charge.declines == 1
+    assert round((charge.next_attempt_at - timezone.now()) / timedelta(days=1)) == 1
+
+
+def test_a_failed_statement_is_paid_with_a_new_card_from_its_page(
+    committed, buyer, stripe_on_localstripe
+):
+    statement = statement_of(buyer)
+    assert committed.statement_charge(statement_id=statement.pk) == ChargeStatus.FAILED  # no card
+    card_saved(buyer, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)  # re-arms it
+
+    assert committed.charges_retry_due(now=timezone.now() + timedelta(seconds=1)) == 1
+    statement.refresh_from_db()
+    assert statement.status == StatementStatus.PAID
+
+    other = statement_of(OrganizationFactory(), price=500)
+    card_saved(other.organization, TEST_CARD_DECLINED_AT_CHARGE, stripe_on_localstripe.url)
+    committed.statement_charge(statement_id=other.pk)
+    card_saved(other.organization, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)
+    Card.objects.filter(account__organization=other.organization, last4="0341").delete()
+    assert committed.statement_pay(statement=other) == ChargeStatus.SUCCEEDED
+
+
+def test_an_error_on_the_exchanges_side_is_no_decline(
+    committed, buyer, stripe_on_localstripe, monkeypatch
+):
+    card_saved(buyer, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)
+    statement = statement_of(buyer)
+
+    def refused(**kwargs):
+        raise gateway.GatewayError("Invalid API key", code="api_key_invalid", http_status=401)
+
+    monkeypatch.setattr(gateway, "payment_intent_create", refused)
+    assert committed.statement_charge(statement_id=statement.pk) == ChargeStatus.ERROR
+    charge = Charge.objects.get()
+    assert (charge.declines, charge.last_error_code) == (0, "api_key_invalid")
+    assert not Rating.objects.filter(recipient=buyer).exists()
+    assert not mail.outbox
+
+
+def test_the_authentication_page_touches_only_a_charge_waiting_for_it(
+    committed, buyer, stripe_on_localstripe
+):
+    card_saved(buyer, TEST_CARD_DECLINED_AT_CHARGE, stripe_on_localstripe.url)
+    statement = statement_of(buyer)
+    committed.statement_charge(statement_id=statement.pk)
+    charge = Charge.objects.get()
+    for _ in range(3):
+        assert committed.payment_authenticated(charge=charge) == ChargeStatus.FAILED
+    charge.refresh_from_db()
+    assert charge.declines == 1

@@ -343,3 +343,57 @@ def test_a_statement_paid_after_its_period_was_settled_is_settled_in_the_next(se
     assert (december.gross_minor, december.fee_minor, december.net_minor) == (700, 70, 630)
     rows = settlement_csv_rows(november)
     assert [int(row[4]) for row in rows[1:-3]] == [1_000]  # the CSV is what the gross adds up
+
+
+def test_sla_credits_of_a_lease_never_exceed_its_price_together():
+    buyer, provider = OrganizationFactory(), VerifiedProviderFactory()
+    lease = lease_won(buyer, provider, 5_000)
+    for _ in range(3):  # three slow jobs under the same lease, each 70 % short
+        SlaBreachFactory(
+            lease=lease,
+            job__lease=lease,
+            job__organization=buyer,
+            guaranteed_mbps=100,
+            measured_mbps=30.0,
+        )
+
+    line_items_record()
+
+    credits = LineItem.objects.filter(kind=LineItemKind.SLA_CREDIT, lease=lease)
+    assert sorted(credits.values_list("amount_minor", flat=True)) == [-3_500, -1_500, 0]
+    assert sum(credits.values_list("amount_minor", flat=True)) == -5_000
+
+
+def test_the_lines_of_a_statement_with_nothing_due_are_settled_as_they_stand():
+    buyer = OrganizationFactory()
+    north, south = VerifiedProviderFactory(), VerifiedProviderFactory()
+    lease_won(buyer, north, 300)
+    LineItem.objects.create(
+        organization=buyer,
+        provider=south,
+        kind=LineItemKind.SLA_CREDIT,
+        description="credit from an earlier breach",
+        amount_minor=-600,
+        currency="USD",
+        presentation="consolidated",
+        occurred_at=IN_NOVEMBER,
+        source="test:south-credit",
+    )
+    (statement,) = statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    assert statement.status == StatementStatus.NOTHING_DUE
+
+    settlements = settlements_build(period_start=NOVEMBER[0], period_end=date(2027, 1, 1))
+
+    gross = {s.provider_id: s.gross_minor for s in settlements}
+    assert gross == {north.pk: 300, south.pk: -600}
+
+
+def test_names_in_a_statement_pdf_are_text_not_markup():
+    buyer = OrganizationFactory(name="Acme <b>Analytics")
+    lease_won(buyer, VerifiedProviderFactory(legal_name="North <i>& Co"), 1_000)
+    (statement,) = statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+
+    pdf = statement_pdf(statement, statement_groups(statement))
+
+    assert pdf.startswith(b"%PDF")
+    assert b"(Acme <)" in pdf and b"(North <)" in pdf  # shown as typed, not as markup
