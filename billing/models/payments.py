@@ -246,7 +246,7 @@ class Card(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.brand} •••• {self.last4}"
+        return f"{self.brand.title()} •••• {self.last4}"
 
 
 class ChargeStatus(models.TextChoices):
