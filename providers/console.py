@@ -164,6 +164,20 @@ class ProviderScopedAdmin(admin.ModelAdmin):
         return ScopedForm
 
 
+class ProviderReadOnlyAdmin(ProviderScopedAdmin):
+    """A console page the provider reads but never changes: records the exchange keeps (its
+    deliveries, the requests sent to it, ratings, settlements)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class RoutingPathHopInlineFormSet(forms.BaseInlineFormSet):
     def clean(self):
         super().clean()
@@ -426,7 +440,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery, site=console_site)
-class WebhookDeliveryConsoleAdmin(ProviderScopedAdmin):
+class WebhookDeliveryConsoleAdmin(ProviderReadOnlyAdmin):
     """The delivery log of the provider's endpoints: read-only, every attempt listed."""
 
     provider_field = "endpoint__provider"
@@ -466,18 +480,9 @@ class WebhookDeliveryConsoleAdmin(ProviderScopedAdmin):
     def last_error_short(self, obj):
         return obj.last_error if len(obj.last_error) <= 80 else f"{obj.last_error[:79]}…"
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ServiceRequest, site=console_site)
-class ServiceRequestConsoleAdmin(ProviderScopedAdmin):
+class ServiceRequestConsoleAdmin(ProviderReadOnlyAdmin):
     """The service requests broadcast to the provider, read-only, each with a link to its page
     where the provider answers with its availability (or with the API)."""
 
@@ -545,21 +550,12 @@ class ServiceRequestConsoleAdmin(ProviderScopedAdmin):
             )
         )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # --- Ratings ----------------------------------------------------------------------------------
 
 
 @admin.register(Rating, site=console_site)
-class RatingConsoleAdmin(ProviderScopedAdmin):
+class RatingConsoleAdmin(ProviderReadOnlyAdmin):
     """Ratings of the provider by its recipients and of its recipients (by the provider, or set
     from payments), read-only. Above the list: the provider's aggregates and the lease holders
     it may rate now, each linked to the rating form; replies are given on the ratings page."""
@@ -585,21 +581,12 @@ class RatingConsoleAdmin(ProviderScopedAdmin):
         }
         return super().changelist_view(request, extra_context)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # --- Settlements ------------------------------------------------------------------------------
 
 
 @admin.register(Settlement, site=console_site)
-class SettlementConsoleAdmin(ProviderScopedAdmin):
+class SettlementConsoleAdmin(ProviderReadOnlyAdmin):
     """What the exchange owes the provider per period and currency: the paid lines attributed
     to it (gross), the exchange's fee and the net; read-only, each downloadable as CSV."""
 
@@ -659,12 +646,3 @@ class SettlementConsoleAdmin(ProviderScopedAdmin):
     def csv_view(self, request, object_id):
         settlement = self.get_object(request, unquote(object_id))  # 404 if not the provider's
         return settlement_csv_response(settlement)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
