@@ -322,8 +322,8 @@ def bidder_assert_eligible(*, auction_id: int, bidder: Organization, user: User)
 
 def billing_standing_check(bidder: Organization) -> None:
     """A bidder pays by card: it needs a card on file, and unpaid leases (on statements
-    whose charge failed or waits for the bank's authentication) block further bidding from
-    UNPAID_LEASES_BLOCK on."""
+    whose charge failed, waits for the bank's authentication, or was charged back after a
+    lost dispute) block further bidding from UNPAID_LEASES_BLOCK on."""
     from billing.models import Card, LineItem, LineItemKind, StatementStatus
 
     if not Card.objects.filter(account__organization=bidder).exists():
@@ -339,6 +339,7 @@ def billing_standing_check(bidder: Organization) -> None:
             statement__status__in=(
                 StatementStatus.PAYMENT_FAILED,
                 StatementStatus.ACTION_REQUIRED,
+                StatementStatus.CHARGED_BACK,
             ),
         )
         .values("lease")

@@ -39,6 +39,9 @@ What localstripe 1.15 does, and how this module deals with it:
   stripe_gateway.setup_intent_complete attaches it.
 - `Idempotency-Key` is ignored: the same request sent twice creates two PaymentIntents and
   charges twice. The charge service must not rely on it (tests/billing/test_gateway.py shows it).
+- It has no disputes: `localstripe_serve` adds them (`_disputes_install`): `GET /v1/disputes/<id>`
+  and two private endpoints that play the card issuer (`localstripe_dispute_open`,
+  `localstripe_dispute_close`), which send `charge.dispute.created` / `charge.dispute.closed`.
 - Listing PaymentIntents accepts no filter (`customer=` is refused) and lists oldest first;
   metadata is stored and returned as given.
 """
@@ -138,6 +141,7 @@ def localstripe_serve(
     from localstripe import resources, server, webhooks
 
     _store_keep_in(resources.store, store_path)
+    _disputes_install(server.app, resources, webhooks)
     if webhook is not None:
         endpoint_url, secret = webhook
         webhooks.register_webhook(WEBHOOK_NAME, endpoint_url, secret, None)
@@ -159,6 +163,81 @@ def localstripe_serve(
     if webhook is not None:
         print(f"localstripe: sending events to {webhook[0]}", flush=True)
     web.run_app(server.app, sock=sock, print=None, access_log=access_log, handle_signals=True)
+
+
+class _Exported:
+    """What localstripe's Event needs of the object it reports: its exported form."""
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    def _export(self, expand=None) -> dict:
+        return dict(self._data)
+
+
+def _disputes_install(app, resources, webhooks) -> None:
+    """localstripe has no disputes; card issuers' disputes are part of billing, so ours adds
+    them, the way Stripe shows them: `GET /v1/disputes/<id>` (secret key), and two private
+    endpoints that play the card issuer, each sending its event to the registered webhooks
+    like localstripe's own: `POST /_config/disputes` {payment_intent, reason} opens one on a
+    succeeded payment (`charge.dispute.created`, status needs_response), and
+    `POST /_config/disputes/<id>/close` {status: won|lost} decides it (`charge.dispute.closed`).
+    Disputes live in memory only."""
+    from aiohttp import web
+
+    disputes: dict[str, dict] = {}
+
+    def refused(status: int, message: str):
+        return web.json_response(
+            {"error": {"type": "invalid_request_error", "message": message}}, status=status
+        )
+
+    def announce(kind: str, dispute: dict) -> None:
+        webhooks.schedule_webhook(resources.Event(kind, _Exported(dispute)))
+
+    async def dispute_retrieve(request):
+        dispute = disputes.get(request.match_info["id"])
+        if dispute is None:
+            return refused(404, "No such dispute")
+        return web.json_response(dispute)
+
+    async def dispute_open(request):
+        body = await request.json()
+        intent = resources.store.get(f"payment_intent:{body.get('payment_intent')}")
+        if intent is None or intent.status != "succeeded":
+            return refused(400, "Only a succeeded payment intent can be disputed.")
+        dispute_id = f"dp_{os.urandom(7).hex()}"
+        charge = intent.latest_charge
+        disputes[dispute_id] = dispute = {
+            "id": dispute_id,
+            "object": "dispute",
+            "amount": intent.amount,
+            "currency": intent.currency,
+            "charge": getattr(charge, "id", charge),
+            "payment_intent": intent.id,
+            "reason": str(body.get("reason") or "general"),
+            "status": "needs_response",
+            "created": int(time.time()),
+            "livemode": False,
+            "metadata": {},
+        }
+        announce("charge.dispute.created", dispute)
+        return web.json_response(dispute)
+
+    async def dispute_close(request):
+        dispute = disputes.get(request.match_info["id"])
+        if dispute is None:
+            return refused(404, "No such dispute")
+        status = (await request.json()).get("status")
+        if status not in ("won", "lost"):
+            return refused(400, "A dispute closes as won or lost.")
+        dispute["status"] = status
+        announce("charge.dispute.closed", dispute)
+        return web.json_response(dispute)
+
+    app.router.add_get("/v1/disputes/{id}", dispute_retrieve)
+    app.router.add_post("/_config/disputes", dispute_open)
+    app.router.add_post("/_config/disputes/{id}/close", dispute_close)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -419,6 +498,28 @@ def localstripe_payment_intent_authenticate(
         "POST",
         f"/v1/payment_intents/{payment_intent_id}/_authenticate?success={flag}",
         body={"key": LOCALSTRIPE_PUBLISHABLE_KEY, "client_secret": client_secret},
+        key=None,
+    )
+
+
+def localstripe_dispute_open(*, url_base: str, payment_intent_id: str, reason: str) -> dict:
+    """Play the card issuer: dispute a succeeded payment (see _disputes_install)."""
+    return _request(
+        url_base,
+        "POST",
+        "/_config/disputes",
+        body={"payment_intent": payment_intent_id, "reason": reason},
+        key=None,
+    )
+
+
+def localstripe_dispute_close(*, url_base: str, dispute_id: str, status: str) -> dict:
+    """Play the card issuer: decide a dispute, "won" (the payment stands) or "lost"."""
+    return _request(
+        url_base,
+        "POST",
+        f"/_config/disputes/{dispute_id}/close",
+        body={"status": status},
         key=None,
     )
 

@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing import stripe_gateway as gateway
+from billing.disputes import DISPUTE_EVENTS, dispute_apply
 from billing.models import (
     BillingAccount,
     Card,
@@ -484,9 +485,12 @@ def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
     if StripeEvent.objects.filter(event_id=event.id).exists():
         return "already_processed"
     outcome = "ignored"
-    intent = None
+    intent = dispute = None
+    # the object is re-read (may raise: the event is then not recorded)
     if event.type in PAYMENT_INTENT_EVENTS and event.object_id:
-        intent = gateway.payment_intent_retrieve(event.object_id)  # may raise: not recorded
+        intent = gateway.payment_intent_retrieve(event.object_id)
+    elif event.type in DISPUTE_EVENTS and event.object_id:
+        dispute = gateway.dispute_retrieve(event.object_id)
     with transaction.atomic():
         _record, created = StripeEvent.objects.get_or_create(
             event_id=event.id, defaults={"type": event.type, "object_id": event.object_id}
@@ -495,6 +499,8 @@ def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
             return "already_processed"
         if intent is not None:
             outcome = _event_apply(intent)
+        elif dispute is not None:
+            outcome = f"dispute {dispute_apply(info=dispute)}"
         StripeEvent.objects.filter(event_id=event.id).update(outcome=outcome[:200])
     return outcome
 

@@ -82,6 +82,11 @@ def statement_pdf(statement, groups: list[ProviderGroup]) -> bytes:
         [
             ["Charges", money_format(statement.charges_minor, currency)],
             ["Credits", money_format(statement.credits_minor, currency)],
+            *(
+                [["Credits carried to your next statement", money_format(carried, currency)]]
+                if (carried := statement.carried_minor)
+                else []
+            ),
             ["Total", money_format(statement.total_minor, currency)],
             ["Due", money_format(statement.amount_due_minor, currency)],
         ],
@@ -91,8 +96,8 @@ def statement_pdf(statement, groups: list[ProviderGroup]) -> bytes:
         TableStyle(
             [
                 ("ALIGN", (-1, 0), (-1, -1), "RIGHT"),
-                ("FONTNAME", (0, 2), (-1, 3), "Helvetica-Bold"),
-                ("LINEABOVE", (0, 2), (-1, 2), 0.8, colors.black),
+                ("FONTNAME", (0, -2), (-1, -1), "Helvetica-Bold"),
+                ("LINEABOVE", (0, -2), (-1, -2), 0.8, colors.black),
             ]
         )
     )

@@ -29,6 +29,7 @@ from django.utils import timezone
 from auctions.models import Lease
 from billing.models import (
     BillingAccount,
+    DisputeReversal,
     LineItem,
     LineItemKind,
     Settlement,
@@ -311,7 +312,8 @@ def _statement_issue(
             return None
         charges = sum(line.amount_minor for line in lines if line.amount_minor > 0)
         credits = sum(line.amount_minor for line in lines if line.amount_minor < 0)
-        total = charges + credits
+        carried = max(0, -(charges + credits))
+        total = charges + credits + carried
         statement = Statement.objects.create(
             organization=organization,
             number=statement_number(organization, period_start, currency, provider),
@@ -322,11 +324,57 @@ def _statement_issue(
             currency=currency,
             charges_minor=charges,
             credits_minor=credits,
+            carried_minor=carried,
             total_minor=total,
             status=StatementStatus.ISSUED if total > 0 else StatementStatus.NOTHING_DUE,
         )
         LineItem.objects.filter(pk__in=[line.pk for line in lines]).update(statement=statement)
+        if carried:
+            _credit_carry(statement, lines, carried)
     return statement
+
+
+def _credit_carry(statement: Statement, lines: list[LineItem], carried: int) -> None:
+    """Credits beyond the statement's charges are not lost: they are carried to the recipient's
+    next statement in the same currency and presentation. The amount is taken from the
+    providers whose own lines net to a credit (the largest credit first, then by provider id),
+    each at most its net, and each provider's part becomes a pair of lines: "carried to the
+    next statement" here (so this statement, and the provider's settlement of it, net to
+    zero for that part) and "carried from" on the next one (so the provider's next settlement
+    bears it). Recorded once per statement and provider."""
+    net_by_provider: dict[int, int] = defaultdict(int)
+    for line in lines:
+        net_by_provider[line.provider_id] += line.amount_minor
+    left = carried
+    end = _midnight(statement.period_end)
+    for provider_id, net in sorted(net_by_provider.items(), key=lambda item: (item[1], item[0])):
+        if left <= 0 or net >= 0:
+            break
+        part = min(left, -net)
+        left -= part
+        common = {
+            "organization_id": statement.organization_id,
+            "provider_id": provider_id,
+            "currency": statement.currency,
+            "presentation": statement.presentation,
+        }
+        LineItem.objects.create(
+            **common,
+            kind=LineItemKind.CREDIT_CARRIED_OUT,
+            description="Credit carried to your next statement",
+            amount_minor=part,
+            occurred_at=end - timedelta(microseconds=1),
+            source=f"carry-out:{statement.number}:{provider_id}",
+            statement=statement,
+        )
+        LineItem.objects.create(
+            **common,
+            kind=LineItemKind.CREDIT_CARRIED_IN,
+            description=f"Credit carried from statement {statement.number}",
+            amount_minor=-part,
+            occurred_at=end,
+            source=f"carry-in:{statement.number}:{provider_id}",
+        )
 
 
 def statement_mark_paid(*, statement: Statement, paid_at: datetime | None = None) -> Statement:
@@ -391,6 +439,10 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
     )
     for pk, provider_id, currency in lines:
         pending[(provider_id, currency)].append(pk)
+    # what providers return after lost disputes, recorded before the period's end
+    reversals = DisputeReversal.objects.filter(settlement__isnull=True, created_at__lt=end)
+    for provider_id, currency in reversals.values_list("provider_id", "currency"):
+        pending.setdefault((provider_id, currency), [])
     settled = []
     for (provider_id, currency), pks in sorted(pending.items()):
         with transaction.atomic():
@@ -401,10 +453,14 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
             locked = list(
                 LineItem.objects.select_for_update().filter(pk__in=pks, settlement__isnull=True)
             )
-            if not locked:
+            returned = list(
+                reversals.select_for_update().filter(provider_id=provider_id, currency=currency)
+            )
+            if not locked and not returned:
                 continue
             gross = sum(line.amount_minor for line in locked)
             fee = half_up(gross * bps, 10_000) if gross > 0 else 0
+            reversed_minor = sum(reversal.amount_minor for reversal in returned)
             settlement = Settlement.objects.create(
                 provider_id=provider_id,
                 period_start=period_start,
@@ -412,11 +468,15 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
                 currency=currency,
                 gross_minor=gross,
                 fee_minor=fee,
-                net_minor=gross - fee,
+                reversals_minor=reversed_minor,
+                net_minor=gross - fee + reversed_minor,
                 fee_bps=bps,
                 lines_count=len(locked),
             )
             LineItem.objects.filter(pk__in=[line.pk for line in locked]).update(
+                settlement=settlement
+            )
+            DisputeReversal.objects.filter(pk__in=[r.pk for r in returned]).update(
                 settlement=settlement
             )
         settled.append(settlement)
@@ -454,6 +514,17 @@ def settlement_csv_rows(settlement: Settlement) -> list[list[str]]:
             settlement.currency,
         ]
     )
+    for reversal in settlement.reversals.select_related("dispute__charge__statement"):
+        rows.append(
+            [
+                reversal.dispute.charge.statement.number,
+                reversal.created_at.isoformat(),
+                "dispute_reversal",
+                f"Dispute {reversal.dispute.dispute_id} lost: paid earlier, returned",
+                str(reversal.amount_minor),
+                reversal.currency,
+            ]
+        )
     rows.append(["net", "", "", "", str(settlement.net_minor), settlement.currency])
     return rows
 

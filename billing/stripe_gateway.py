@@ -111,6 +111,28 @@ class PaymentIntentInfo:
 
 
 @dataclass(frozen=True)
+class DisputeInfo:
+    """A card issuer's dispute of a payment. `status`: warning_needs_response,
+    warning_under_review, warning_closed, needs_response, under_review, won or lost."""
+
+    id: str
+    status: str
+    payment_intent_id: str | None
+    amount_minor: int
+    currency: str
+    reason: str
+    created: datetime
+
+    @property
+    def closed(self) -> bool:
+        return self.status in ("won", "lost", "warning_closed")
+
+    @property
+    def lost(self) -> bool:
+        return self.status == "lost"
+
+
+@dataclass(frozen=True)
 class EventInfo:
     """A verified webhook event: only what is needed to re-read its object from Stripe (the
     payload itself is never trusted for state)."""
@@ -374,6 +396,12 @@ def payment_intent_retrieve(payment_intent_id: str) -> PaymentIntentInfo:
     return _payment_intent_info(intent.to_dict())
 
 
+def dispute_retrieve(dispute_id: str) -> DisputeInfo:
+    with _errors_translated("reading a dispute"):
+        dispute = _client().v1.disputes.retrieve(dispute_id)
+    return _dispute_info(dispute.to_dict())
+
+
 def payment_intents_find(
     *,
     customer_id: str,
@@ -558,4 +586,16 @@ def _payment_intent_info(data: dict) -> PaymentIntentInfo:
         last_error_message=error.get("message"),
         next_action_type=action.get("type"),
         next_action_url=redirect.get("url"),
+    )
+
+
+def _dispute_info(data: dict) -> DisputeInfo:
+    return DisputeInfo(
+        id=data["id"],
+        status=data["status"],
+        payment_intent_id=_id(data.get("payment_intent")),
+        amount_minor=int(data["amount"]),
+        currency=str(data["currency"]).upper(),
+        reason=str(data.get("reason") or ""),
+        created=datetime.fromtimestamp(int(data["created"]), tz=UTC),
     )

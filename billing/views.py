@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from auctions.models import Lease
+from billing.disputes import disputes_of
 from billing.forms import ProviderRatingForm, RecipientRatingForm, ReplyForm
 from billing.models import Charge, RatingKind, Settlement, Statement
 from billing.payments import (
@@ -258,7 +259,12 @@ def statement_detail(request, number):
     return render(
         request,
         "billing/statements/detail.html",
-        {"statement": statement, "groups": statement_groups(statement), "charge": charge},
+        {
+            "statement": statement,
+            "groups": statement_groups(statement),
+            "charge": charge,
+            "disputes": disputes_of(statement),
+        },
     )
 
 

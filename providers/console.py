@@ -598,6 +598,7 @@ class SettlementConsoleAdmin(ProviderReadOnlyAdmin):
         "gross",
         "fee_rate",
         "fee",
+        "reversals",
         "net",
         "lines_count",
         "created_at",
@@ -621,6 +622,10 @@ class SettlementConsoleAdmin(ProviderReadOnlyAdmin):
     @admin.display(description="exchange's fee", ordering="fee_minor")
     def fee(self, obj):
         return money_format(obj.fee_minor, obj.currency)
+
+    @admin.display(description="returned after lost disputes", ordering="reversals_minor")
+    def reversals(self, obj):
+        return money_format(obj.reversals_minor, obj.currency)
 
     @admin.display(description="net (paid to you)", ordering="net_minor")
     def net(self, obj):

@@ -362,6 +362,7 @@ class StatementSerializer(serializers.ModelSerializer):
             "currency",
             "charges_minor",
             "credits_minor",
+            "carried_minor",
             "total_minor",
             "amount_due_minor",
             "status",
@@ -449,6 +450,7 @@ class SettlementSerializer(serializers.ModelSerializer):
             "gross_minor",
             "fee_bps",
             "fee_minor",
+            "reversals_minor",
             "net_minor",
             "lines_count",
             "created_at",
@@ -459,7 +461,11 @@ class SettlementSerializer(serializers.ModelSerializer):
             "gross_minor": {"help_text": "The sum of the paid lines attributed to you."},
             "fee_bps": {"help_text": "The exchange's fee rate, in basis points (1000 = 10 %)."},
             "fee_minor": {"help_text": "The exchange's fee: the rate of the gross, half up."},
-            "net_minor": {"help_text": "Gross minus fee: what is paid out to you."},
+            "reversals_minor": {
+                "help_text": "What you return (0 or less) of earlier settlements' lines whose "
+                "statements were charged back after a lost dispute."
+            },
+            "net_minor": {"help_text": "Gross minus fee plus reversals: what is paid out to you."},
         }
 
     def get_url(self, settlement) -> str:

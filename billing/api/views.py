@@ -343,6 +343,7 @@ STATEMENT_EXAMPLE = OpenApiExample(
         "currency": "USD",
         "charges_minor": 17000,
         "credits_minor": -1250,
+        "carried_minor": 0,
         "total_minor": 15750,
         "amount_due_minor": 15750,
         "status": "paid",

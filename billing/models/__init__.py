@@ -2,10 +2,14 @@
 imports `from billing.models import Rating`."""
 
 from billing.models.payments import (
+    CREDIT_KINDS,
     BillingAccount,
     Card,
     Charge,
     ChargeStatus,
+    Dispute,
+    DisputeReversal,
+    DisputeStatus,
     LineItem,
     LineItemKind,
     Settlement,
@@ -16,10 +20,14 @@ from billing.models.payments import (
 from billing.models.ratings import Rating, RatingKind, RatingSource
 
 __all__ = [
+    "CREDIT_KINDS",
     "BillingAccount",
     "Card",
     "Charge",
     "ChargeStatus",
+    "Dispute",
+    "DisputeReversal",
+    "DisputeStatus",
     "LineItem",
     "LineItemKind",
     "Rating",

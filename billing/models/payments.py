@@ -44,6 +44,12 @@ class LineItemKind(models.TextChoices):
     SUBCONTRACT = "subcontract", "Subcontracted work"
     SLA_CREDIT = "sla_credit", "SLA credit"
     SPONSORSHIP = "sponsorship", "Sponsorship allocation"
+    CREDIT_CARRIED_IN = "credit_in", "Credit carried from an earlier statement"
+    CREDIT_CARRIED_OUT = "credit_out", "Credit carried to the next statement"
+
+
+# Kinds whose lines are credits to the recipient (0 or less); every other kind charges (0 or more).
+CREDIT_KINDS = (LineItemKind.SLA_CREDIT, LineItemKind.CREDIT_CARRIED_IN)
 
 
 class LineItem(models.Model):
@@ -104,8 +110,8 @@ class LineItem(models.Model):
                 condition=Q(kind__in=LineItemKind.values), name="billing_line_kind_valid"
             ),
             models.CheckConstraint(
-                condition=(Q(kind="sla_credit") & Q(amount_minor__lte=0))
-                | (~Q(kind="sla_credit") & Q(amount_minor__gte=0)),
+                condition=(Q(kind__in=CREDIT_KINDS) & Q(amount_minor__lte=0))
+                | (~Q(kind__in=CREDIT_KINDS) & Q(amount_minor__gte=0)),
                 name="billing_line_sign",
                 violation_error_message="Credits are negative, charges positive.",
             ),
@@ -121,6 +127,8 @@ class StatementStatus(models.TextChoices):
     PAID = "paid", "Paid"
     ACTION_REQUIRED = "action_required", "Card authentication needed"
     PAYMENT_FAILED = "payment_failed", "Payment failed"
+    DISPUTED = "disputed", "Disputed with the card issuer"
+    CHARGED_BACK = "charged_back", "Refunded to the card after a dispute"
 
 
 class Statement(models.Model):
@@ -145,7 +153,13 @@ class Statement(models.Model):
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     charges_minor = models.BigIntegerField(help_text="The sum of the positive lines.")
     credits_minor = models.BigIntegerField(help_text="The sum of the credits (negative or 0).")
-    total_minor = models.BigIntegerField(help_text="Charges plus credits; due when positive.")
+    carried_minor = models.BigIntegerField(
+        default=0,
+        help_text="Credits beyond the charges, carried to the next statement (0 or more).",
+    )
+    total_minor = models.BigIntegerField(
+        help_text="Charges plus credits plus what was carried forward; due when positive."
+    )
     status = models.CharField(max_length=20, choices=StatementStatus.choices)
     issued_at = models.DateTimeField(auto_now_add=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -166,7 +180,11 @@ class Statement(models.Model):
                 violation_error_message="This statement was already issued.",
             ),
             models.CheckConstraint(
-                condition=Q(total_minor=models.F("charges_minor") + models.F("credits_minor")),
+                condition=Q(
+                    total_minor=models.F("charges_minor")
+                    + models.F("credits_minor")
+                    + models.F("carried_minor")
+                ),
                 name="statement_total_reconciles",
             ),
             models.CheckConstraint(
@@ -200,6 +218,11 @@ class Settlement(models.Model):
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     gross_minor = models.BigIntegerField()
     fee_minor = models.BigIntegerField()
+    reversals_minor = models.BigIntegerField(
+        default=0,
+        help_text="What the provider returns of earlier settlements after lost disputes (0 or "
+        "less).",
+    )
     net_minor = models.BigIntegerField()
     fee_bps = models.PositiveIntegerField(help_text="The fee rate, in basis points.")
     lines_count = models.PositiveIntegerField()
@@ -213,7 +236,11 @@ class Settlement(models.Model):
                 name="settlement_unique_per_period",
             ),
             models.CheckConstraint(
-                condition=Q(net_minor=models.F("gross_minor") - models.F("fee_minor")),
+                condition=Q(
+                    net_minor=models.F("gross_minor")
+                    - models.F("fee_minor")
+                    + models.F("reversals_minor")
+                ),
                 name="settlement_net_reconciles",
             ),
         ]
@@ -312,3 +339,69 @@ class StripeEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} {self.event_id}"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open", "Open: the card issuer investigates"
+    WON = "won", "Won: the payment stands"
+    LOST = "lost", "Lost: refunded to the card"
+
+
+class Dispute(models.Model):
+    """A recipient's card issuer disputes a paid charge (a Stripe dispute). While it is open the
+    statement is not settled to its providers; lost, the statement counts as unpaid again and
+    what its providers were already paid for it is reversed on their next settlement."""
+
+    dispute_id = models.CharField(max_length=64, unique=True)
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="disputes")
+    amount_minor = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    reason = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=8, choices=DisputeStatus.choices)
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=DisputeStatus.values), name="dispute_status_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Dispute {self.dispute_id}"
+
+
+class DisputeReversal(models.Model):
+    """What one provider returns after a lost dispute, for lines of the disputed statement it
+    was already settled for: the net it was paid for them, deducted from its next settlement."""
+
+    dispute = models.ForeignKey(Dispute, on_delete=models.PROTECT, related_name="reversals")
+    provider = models.ForeignKey(
+        ProviderProfile, on_delete=models.PROTECT, related_name="dispute_reversals"
+    )
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    amount_minor = models.BigIntegerField(help_text="Negative: deducted from the settlement.")
+    settlement = models.ForeignKey(
+        Settlement,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reversals",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dispute", "provider"], name="dispute_reversal_once_per_provider"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_minor__lte=0), name="dispute_reversal_negative"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Reversal of {self.dispute} for {self.provider}"

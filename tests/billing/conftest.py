@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from billing import payments
 from billing.localstripe import LocalStripe, localstripe_webhook_register
 from tests.conftest import WEBHOOK_SECRET
 
@@ -18,6 +19,28 @@ TEST_WEBHOOK_NAME = "billing-tests"
 def _billing_on_localstripe(stripe_on_localstripe) -> LocalStripe:
     """Every billing test talks to the session's localstripe (tests/conftest.py)."""
     return stripe_on_localstripe
+
+
+class _Committed:
+    """The payment services, each call's on-commit effects (e-mails, notices, ratings) run
+    as after its commit."""
+
+    def __init__(self, capture):
+        self.capture = capture
+
+    def __getattr__(self, name):
+        service = getattr(payments, name)
+
+        def call(**kwargs):
+            with self.capture(execute=True):
+                return service(**kwargs)
+
+        return call
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    return _Committed(django_capture_on_commit_callbacks)
 
 
 @dataclass

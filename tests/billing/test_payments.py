@@ -44,28 +44,6 @@ from tests.factories import OrganizationFactory, VerifiedProviderFactory, member
 pytestmark = pytest.mark.django_db
 
 
-class _Committed:
-    """The payment services, each call's on-commit effects (e-mails, notices, ratings) run
-    as after its commit."""
-
-    def __init__(self, capture):
-        self.capture = capture
-
-    def __getattr__(self, name):
-        service = getattr(payments, name)
-
-        def call(**kwargs):
-            with self.capture(execute=True):
-                return service(**kwargs)
-
-        return call
-
-
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    return _Committed(django_capture_on_commit_callbacks)
-
-
 @pytest.fixture
 def buyer():
     organization = OrganizationFactory(name="Acme Analytics")

@@ -266,9 +266,111 @@ def test_credits_beyond_the_charges_leave_nothing_due():
         lease=lease,
     )
     statement = next(s for s in statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1]))
-    assert statement.total_minor == -300
+    assert (statement.charges_minor, statement.credits_minor) == (0, -300)
+    assert statement.carried_minor == 300
+    assert statement.total_minor == 0
     assert statement.status == StatementStatus.NOTHING_DUE
     assert statement.amount_due_minor == 0
+
+
+def test_credits_beyond_the_charges_are_carried_to_the_next_statement(settings):
+    settings.EXCHANGE_FEE_BPS = 1000
+    buyer, provider = OrganizationFactory(), VerifiedProviderFactory()
+    lease = lease_won(buyer, provider, 1_000)
+    LineItem.objects.create(
+        organization=buyer,
+        provider=provider,
+        kind=LineItemKind.SLA_CREDIT,
+        description="credit for a slow job",
+        amount_minor=-1_400,
+        currency="USD",
+        presentation="consolidated",
+        occurred_at=IN_NOVEMBER,
+        source="test:credit",
+        lease=lease,
+    )
+    (november,) = statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    assert (november.charges_minor, november.credits_minor) == (1_000, -1_400)
+    assert (november.carried_minor, november.total_minor) == (400, 0)
+    (group,) = statement_groups(november)
+    assert group.subtotal_minor == 0  # the provider's lines, carry included, net to nothing
+
+    # December: a new lease of 2,500; the 400 carried comes off it
+    december_lease = LeaseFactory(
+        winner=buyer, block__provider=provider, price_minor=2_500, currency="USD"
+    )
+    type(december_lease).objects.filter(pk=december_lease.pk).update(
+        created_at=datetime(2026, 12, 5, tzinfo=UTC)
+    )
+    DECEMBER = (NOVEMBER[1], date(2027, 1, 1))
+    (december,) = statements_build(period_start=DECEMBER[0], period_end=DECEMBER[1])
+    assert (december.charges_minor, december.credits_minor) == (2_500, -400)
+    assert (december.total_minor, december.amount_due_minor) == (2_100, 2_100)
+    carried_in = december.lines.get(kind=LineItemKind.CREDIT_CARRIED_IN)
+    assert carried_in.description == f"Credit carried from statement {november.number}"
+    assert statements_build(period_start=DECEMBER[0], period_end=DECEMBER[1]) == []
+    assert LineItem.objects.filter(kind=LineItemKind.CREDIT_CARRIED_IN).count() == 1
+
+    # the provider bears the credit once: 0 for November, 2,100 gross for December
+    statement_mark_paid(statement=december, paid_at=datetime(2026, 12, 20, tzinfo=UTC))
+    gross = [
+        (s.period_start, s.gross_minor)
+        for period in (NOVEMBER, DECEMBER)
+        for s in settlements_build(period_start=period[0], period_end=period[1])
+    ]
+    assert gross == [(NOVEMBER[0], 0), (DECEMBER[0], 2_100)]
+
+
+def test_a_consolidated_carry_is_taken_from_the_providers_that_owe_credits():
+    buyer = OrganizationFactory()
+    north, south, west = (VerifiedProviderFactory() for _ in range(3))
+    lease_won(buyer, north, 500)
+    for provider, credit in ((south, -600), (west, -250)):
+        LineItem.objects.create(
+            organization=buyer,
+            provider=provider,
+            kind=LineItemKind.SLA_CREDIT,
+            description="credit",
+            amount_minor=credit,
+            currency="USD",
+            presentation="consolidated",
+            occurred_at=IN_NOVEMBER,
+            source=f"test:credit:{provider.pk}",
+        )
+    (statement,) = statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+
+    assert (statement.carried_minor, statement.total_minor) == (350, 0)
+    carried = dict(
+        LineItem.objects.filter(kind=LineItemKind.CREDIT_CARRIED_IN).values_list(
+            "provider_id", "amount_minor"
+        )
+    )
+    assert carried == {south.pk: -350}  # the largest credit first, never more than its net
+    subtotals = {g.provider.pk: g.subtotal_minor for g in statement_groups(statement)}
+    assert subtotals == {north.pk: 500, south.pk: -250, west.pk: -250}
+    assert sum(subtotals.values()) == statement.total_minor
+
+
+def test_a_per_provider_carry_goes_to_that_providers_next_statement():
+    buyer, provider = OrganizationFactory(), VerifiedProviderFactory()
+    BillingAccount.objects.create(organization=buyer, presentation="per_provider")
+    LineItem.objects.create(
+        organization=buyer,
+        provider=provider,
+        kind=LineItemKind.SLA_CREDIT,
+        description="credit",
+        amount_minor=-90,
+        currency="EUR",
+        presentation="per_provider",
+        occurred_at=IN_NOVEMBER,
+        source="test:credit",
+    )
+    (november,) = statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    assert november.provider == provider and november.carried_minor == 90
+
+    line = LineItem.objects.get(kind=LineItemKind.CREDIT_CARRIED_IN)
+    assert (line.presentation, line.currency, line.provider) == ("per_provider", "EUR", provider)
+    assert line.statement is None and line.occurred_at == datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def test_the_pdf_carries_the_statements_number_lines_and_total():
@@ -384,8 +486,11 @@ def test_the_lines_of_a_statement_with_nothing_due_are_settled_as_they_stand():
 
     settlements = settlements_build(period_start=NOVEMBER[0], period_end=date(2027, 1, 1))
 
+    # south's credit beyond the charges (300) is carried to the next statement: it bears
+    # the part used here now, the rest when it is used
     gross = {s.provider_id: s.gross_minor for s in settlements}
-    assert gross == {north.pk: 300, south.pk: -600}
+    assert gross == {north.pk: 300, south.pk: -300}
+    assert statement.carried_minor == 300
 
 
 def test_names_in_a_statement_pdf_are_text_not_markup():
