@@ -1,6 +1,7 @@
 """Cards and bank authentication in Chromium, against the session's localstripe: a recipient
 types a test card into localstripe's fake card Element on /billing/cards/ and the card is
-saved; a card declined at attach shows the page's error and saves nothing; a charge that needs
+saved, and a recipient refused a bid for want of a card saves one and then bids; a card
+declined at attach shows the page's error and saves nothing; a charge that needs
 authentication is confirmed on the authenticate page through localstripe's 3D Secure modal and
 the statement is paid.
 
@@ -9,10 +10,13 @@ database (`transaction=True`, so it sees the test's rows), told where localstrip
 its environment; its Stripe.js is localstripe's, loaded from `stripe_js_url()`."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
+from auctions.models import Bid
 from billing.localstripe import (
     TEST_CARD_DECLINED_AT_ATTACH,
     TEST_CARD_REQUIRES_AUTHENTICATION,
@@ -24,7 +28,13 @@ from billing.statements import statements_build
 from marketplace.models import OrganizationKind
 from tests.billing.test_statements import NOVEMBER, lease_won
 from tests.conftest import WEBHOOK_SECRET
-from tests.factories import PASSWORD, OrganizationFactory, VerifiedProviderFactory, member_of
+from tests.factories import (
+    PASSWORD,
+    AuctionFactory,
+    OrganizationFactory,
+    VerifiedProviderFactory,
+    member_of,
+)
 from tests.support.processes import serve_start, stop
 from tests.support.queues import private_queue_close, private_queue_open
 
@@ -128,6 +138,31 @@ def test_a_card_typed_into_the_element_is_saved_and_listed_as_the_default(
     assert (card.brand.lower(), card.last4, card.is_default) == ("visa", "4242", True)
     assert (card.exp_month, card.exp_year) == (int(EXP_MONTH), 2000 + int(EXP_YEAR))
     assert card.payment_method_id.startswith("pm_")
+
+
+def test_a_recipient_refused_for_want_of_a_card_saves_one_and_then_bids(
+    card_server, chromium, recipient
+):
+    organization, user = recipient
+    auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=10))
+    path = f"/auctions/{auction.pk}/"
+    page = _signed_in(chromium, card_server, user, path)
+    page.get_by_label("Your bid (USD)").fill("10.50")
+    page.get_by_role("button", name="Place bid").click()
+    expect(page.get_by_test_id("bid-feedback")).to_contain_text("Add a card on file before bidding")
+    assert not Bid.objects.exists()
+
+    page.goto(f"{card_server}{CARDS}")
+    _card_typed(page, TEST_CARD_SUCCEEDS)
+    page.get_by_role("button", name="Save the card").click()
+    expect(_saved_message(page, "4242")).to_be_visible()
+
+    page.goto(f"{card_server}{path}")
+    page.get_by_label("Your bid (USD)").fill("10.50")
+    page.get_by_role("button", name="Place bid").click()
+    expect(page.get_by_test_id("bid-feedback")).to_contain_text("You are leading at 10.50 USD")
+    bid = Bid.objects.get(auction=auction)
+    assert (bid.bidder, bid.amount_minor) == (organization, 1050)
 
 
 def test_a_card_declined_at_attach_shows_the_error_and_is_not_saved(
