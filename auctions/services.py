@@ -24,6 +24,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from auctions.groups import group_amounts_check, group_bidder_check, lease_shares_record
 from auctions.live import auction_events_publish, bidder_handle
 from auctions.models import (
     LIVE_STATUSES,
@@ -311,13 +312,17 @@ def bidder_assert_eligible(*, auction_id: int, bidder: Organization, user: User)
     )
     if seller is None:
         raise BidRejected("auction_not_found", "There is no such auction.")
-    if not bidder.is_active or not bidder.is_recipient:
+    if not bidder.is_active or not (bidder.is_recipient or bidder.is_group):
         raise BidRejected("not_a_buyer", "Only active buyer (recipient) organizations can bid.")
     if not Membership.objects.filter(user=user, organization=bidder).exists():
         raise BidRejected("not_a_buyer", f"You are not a member of {bidder}.")
     if seller == bidder.pk:
         raise BidRejected("own_auction", "You cannot bid on your own organization's auction.")
-    billing_standing_check(bidder)
+    if bidder.is_group:
+        # a group pays through its payers' cards; its admins bid (auctions.groups)
+        group_bidder_check(bidder=bidder, user=user)
+    else:
+        billing_standing_check(bidder)
 
 
 def billing_standing_check(bidder: Organization) -> None:
@@ -438,6 +443,10 @@ def bid_place(
     client_bid_id = (client_bid_id or "").strip()[:64]
     bidder_assert_eligible(auction_id=auction_id, bidder=bidder, user=user)
     auction = _auction_locked(auction_id)
+    if bidder.is_group:
+        group_amounts_check(
+            bidder=bidder, currency=auction.currency, amounts=[amount_minor, max_amount_minor]
+        )
     if client_bid_id:
         earlier = Bid.objects.filter(
             auction=auction, bidder=bidder, client_bid_id=client_bid_id
@@ -523,6 +532,10 @@ def auction_buy_now(*, auction_id: int, buyer: Organization, user: User) -> Leas
         raise BidRejected(
             "buy_now_unavailable", "Buy-now is no longer offered: bidding has started."
         )
+    if buyer.is_group:
+        group_amounts_check(
+            bidder=buyer, currency=auction.currency, amounts=[auction.buy_now_price_minor]
+        )
     auction.current_price_minor = auction.buy_now_price_minor
     auction.leader = buyer
     auction.leader_user = user
@@ -564,6 +577,8 @@ def _auction_end(auction: Auction, *, now: datetime, bought_now: bool = False) -
             ends_at=auction.block.ends_at,
             bought_now=bought_now,
         )
+        # a buying group's lease: who pays and who is sponsored, as pledged at the win
+        lease_shares_record(lease=lease)
     else:
         auction.status = AuctionStatus.NO_SALE
     auction.closed_at = now

@@ -23,3 +23,11 @@ def demo_bidding() -> int:
 
     buyer_slugs, provider_slugs = demo_slugs()
     return demo_bid_step(buyer_slugs=buyer_slugs, provider_slugs=provider_slugs)
+
+
+@periodic(every_seconds=30)
+def group_offers_due() -> int:
+    """Decide the providers' offers to buying groups whose deadline passed."""
+    from auctions.groups import group_offers_decide
+
+    return group_offers_decide()

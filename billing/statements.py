@@ -36,7 +36,7 @@ from billing.models import (
     Statement,
     StatementStatus,
 )
-from marketplace.models import Organization
+from marketplace.models import Organization, OrganizationKind
 from providers.models import Offer, ProviderProfile
 from segmentation.models import (
     BillingPresentation,
@@ -107,7 +107,7 @@ def _auction_lines():
             description=(
                 f"Block of {block.provider.legal_name}, {block.starts_at:%Y-%m-%d %H:%M} to "
                 f"{block.ends_at:%Y-%m-%d %H:%M} UTC, up to {block.max_rate_mbps} Mbit/s "
-                f"({'bought now' if lease.bought_now else f'auction {lease.auction_id}'})"
+                f"({lease.origin})"
             ),
             amount_minor=lease.price_minor,
             currency=lease.currency,
@@ -132,13 +132,15 @@ def _usage_lines():
             continue  # nothing it ran has a price (no offer): nothing to bill
         job = record.job
         subcontracted = record.kind == WorkItemKind.SUBCONTRACT
+        # the leaseholder pays for its lease's usage, whoever ran the job under a seat
+        billed = record.lease.winner_id if record.lease_id else job.organization_id
         presentation = (
             job.profile.billing_presentation
-            if job.profile_id is not None
-            else _presentation_of(job.organization_id, presentations)
+            if job.profile_id is not None and billed == job.organization_id
+            else _presentation_of(billed, presentations)
         )
         yield LineItem(
-            organization_id=job.organization_id,
+            organization_id=billed,
             provider=record.provider,
             kind=LineItemKind.SUBCONTRACT if subcontracted else LineItemKind.USAGE,
             description=(
@@ -259,6 +261,12 @@ def statement_number(
     )
 
 
+def group_lines_split() -> int:
+    from billing.groups import group_lines_split as split
+
+    return split()
+
+
 def statements_build(*, period_start: date, period_end: date) -> list[Statement]:
     """Record what is not billed yet, then issue the period's statements: for each recipient
     and currency, one consolidated statement and one per provider whose lines ask for it,
@@ -268,12 +276,16 @@ def statements_build(*, period_start: date, period_end: date) -> list[Statement]
     if period_end <= period_start:
         raise ValueError("A period ends after it starts.")
     line_items_record()
+    group_lines_split()
     end = _midnight(period_end)
     groups = defaultdict(list)
     # every line not billed yet up to the period's end: one recorded after its own period's
-    # statement was issued joins this one
-    pending = LineItem.objects.filter(statement__isnull=True, occurred_at__lt=end).values_list(
-        "pk", "organization_id", "currency", "presentation", "provider_id"
+    # statement was issued joins this one; a buying group's own lines are billed to its
+    # payers instead (billing.groups)
+    pending = (
+        LineItem.objects.filter(statement__isnull=True, occurred_at__lt=end)
+        .exclude(organization__kind=OrganizationKind.GROUP)
+        .values_list("pk", "organization_id", "currency", "presentation", "provider_id")
     )
     for pk, organization_id, currency, presentation, provider_id in pending:
         key_provider = provider_id if presentation == BillingPresentation.PER_PROVIDER else None

@@ -33,7 +33,8 @@ class SignUpForm(forms.Form):
 class OrganizationForm(forms.Form):
     name = forms.CharField(max_length=200)
     kind = forms.ChoiceField(
-        choices=OrganizationKind.choices,
+        # a buying group's organization is made with its group (/groups/new/)
+        choices=[c for c in OrganizationKind.choices if c[0] != OrganizationKind.GROUP],
         widget=forms.RadioSelect,
         help_text="Providers sell segmentation-service time; recipients buy it.",
     )

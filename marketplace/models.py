@@ -62,6 +62,7 @@ class OrganizationKind(models.TextChoices):
     PROVIDER = "provider", "Provider"
     RECIPIENT = "recipient", "Recipient (buyer)"
     BOTH = "both", "Provider and recipient"
+    GROUP = "group", "Buying group"
 
 
 class Organization(models.Model):
@@ -92,6 +93,11 @@ class Organization(models.Model):
     @property
     def is_recipient(self) -> bool:
         return self.kind in (OrganizationKind.RECIPIENT, OrganizationKind.BOTH)
+
+    @property
+    def is_group(self) -> bool:
+        """A buying group's account: it bids and holds leases; its payers pay."""
+        return self.kind == OrganizationKind.GROUP
 
 
 class Role(models.TextChoices):

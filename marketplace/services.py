@@ -77,7 +77,7 @@ def _slug_unique(name: str) -> str:
 @transaction.atomic
 def organization_create(*, user: User, name: str, kind: str) -> Organization:
     """Create an organization with the user as its owner."""
-    if kind not in OrganizationKind.values:
+    if kind not in OrganizationKind.values or kind == OrganizationKind.GROUP:
         raise ValidationError({"kind": f"Unknown organization kind {kind!r}."})
     name = name.strip()
     if not name:

@@ -129,6 +129,14 @@ class Job(models.Model):
         related_name="jobs",
         help_text="Empty when the job was refused for a lease it may not use.",
     )
+    seat = models.ForeignKey(
+        "auctions.LeaseSeat",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        help_text="The lease's seat it ran under: its usage is attributed to it.",
+    )
     profile = models.ForeignKey(
         SegmentationProfile, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

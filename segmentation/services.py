@@ -30,6 +30,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from auctions.models import Lease
+from auctions.seats import SeatRefused, seat_for_job, seat_holder_exists
 from marketplace.live import organization_notify
 from marketplace.models import ApiKey, Organization, User
 from providers.models import Network, Offer, ProviderProfile, ProviderStatus, WorkLocation
@@ -311,8 +312,11 @@ def job_submit(
     input_name: str,
     spec: JobSpec | None = None,
     profile: SegmentationProfile | None = None,
+    seat_id: int | str | None = None,
 ) -> Job:
-    """Accept a capture for segmentation under a lease, or refuse it.
+    """Accept a capture for segmentation under a lease, or refuse it. On a lease shared by
+    seats the job runs under a seat the caller holds (`seat_id`, else the user's own seat),
+    and a seat holder of another organization may run jobs on it (auctions.seats).
 
     The job's split and pipeline come from `profile` when given, else from `spec`. A refused
     submission raises JobRejected with a stable code and a message, and is recorded as a
@@ -342,7 +346,7 @@ def job_submit(
         raise _rejected(base, exc.code, exc.message) from None
     base.update(pipeline=list(spec.pipeline), preferred_providers=list(spec.preferred_providers))
 
-    lease = _lease_usable(organization, lease_id, base)
+    lease = _lease_usable(organization, lease_id, base, user=user, seat_id=seat_id)
     base["lease"] = lease
     limit = settings.JOB_UPLOAD_MAX_BYTES
     if size is not None and size > limit:
@@ -462,18 +466,24 @@ def _rejected(base: dict, code: str, message: str) -> JobRejected:
     return JobRejected(code, message, job=job)
 
 
-def _lease_usable(organization: Organization, lease_id, base: dict) -> Lease:
+def _lease_usable(
+    organization: Organization, lease_id, base: dict, *, user=None, seat_id=None
+) -> Lease:
     try:
         lease_pk = int(lease_id)
     except (TypeError, ValueError):
         lease_pk = None
     lease = (
-        Lease.objects.select_related("block__provider")
-        .filter(pk=lease_pk, winner=organization)
-        .first()
+        Lease.objects.select_related("block__provider").filter(pk=lease_pk).first()
         if lease_pk is not None
         else None
     )
+    if (
+        lease is not None
+        and lease.winner_id != organization.pk
+        and not seat_holder_exists(lease=lease, user=user, organization=organization)
+    ):
+        lease = None  # another organization's, and no seat on it: as if it did not exist
     if lease is None:
         raise _rejected(
             base,
@@ -494,6 +504,15 @@ def _lease_usable(organization: Organization, lease_id, base: dict) -> Lease:
         )
     if lease.block.provider.status == ProviderStatus.SUSPENDED:
         raise _rejected(base, "provider_suspended", f"{lease.block.provider} is suspended.")
+    try:
+        base["seat"] = seat_for_job(
+            lease=lease,
+            user=user if user is not None and user.is_authenticated else None,
+            organization=organization,
+            seat_id=seat_id,
+        )
+    except SeatRefused as exc:
+        raise _rejected(base, exc.code, exc.message) from None
     return lease
 
 

@@ -85,6 +85,14 @@ class LineItem(models.Model):
     sla_breach = models.OneToOneField(
         SlaBreach, on_delete=models.PROTECT, null=True, blank=True, related_name="billing_credit"
     )
+    group_line = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="shares",
+        help_text="For a payer's share: the buying group's line it is a share of.",
+    )
     statement = models.ForeignKey(
         "Statement", on_delete=models.SET_NULL, null=True, blank=True, related_name="lines"
     )

@@ -1,0 +1,115 @@
+"""Buying groups' charges, split between their payers (SPEC §4.4).
+
+A group's lease is billed like any other: its won price, its usage and its SLA credits become
+line items of the group's organization. Those lines are never put on a statement themselves:
+each is split, once, into lines of the payers' organizations, by the shares recorded when the
+group won the lease (auctions.LeaseShare) and the rules of billing.shares: the lease's price
+within each payer's cap, usage and credits by the weights alone. Every payer's part of a charge
+is shown as its own part plus one "Sponsored for …" line per sponsored member, so the payer
+sees what it pays for whom; together they add up to its part, and the parts add up to the
+group's line, to the minor unit.
+
+A payer whose card fails leaves its own statement unpaid: nothing is moved onto the others.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+
+from auctions.models import LeaseShare, MemberRole
+from billing.models import LineItem, LineItemKind
+from billing.shares import Pledge, SplitImpossible, split_charge, sponsorship_split
+from marketplace.models import OrganizationKind
+
+logger = logging.getLogger(__name__)
+
+
+def group_lines_split() -> int:
+    """Split every group line not split yet; returns how many were split."""
+    pending = (
+        LineItem.objects.filter(organization__kind=OrganizationKind.GROUP, group_line__isnull=True)
+        .exclude(Exists(LineItem.objects.filter(group_line=OuterRef("pk"))))
+        .values_list("pk", flat=True)
+        .order_by("pk")
+    )
+    split = 0
+    for pk in list(pending):
+        if _line_split(pk):
+            split += 1
+    return split
+
+
+def _presentation_of(organization_id: int, cache: dict) -> str:
+    from billing.statements import _presentation_of as presentation
+
+    return presentation(organization_id, cache)
+
+
+@transaction.atomic
+def _line_split(line_pk: int) -> bool:
+    line = (
+        LineItem.objects.select_for_update().select_related("organization", "lease").get(pk=line_pk)
+    )
+    if line.shares.exists():
+        return False  # split by another run meanwhile
+    shares = list(
+        LeaseShare.objects.filter(lease_id=line.lease_id)
+        .select_related("member__user", "member__device", "paying_organization")
+        .order_by("member_id")
+    )
+    payers = [s for s in shares if s.role == MemberRole.PAYER]
+    sponsored = [s for s in shares if s.role == MemberRole.SPONSORED]
+    if not payers:
+        logger.error("Group line %s (%s) has no payer to split it between", line.pk, line.source)
+        return False
+    pledges = [Pledge(share_bps=s.share_bps, cap_minor=s.cap_minor) for s in payers]
+    try:
+        parts = split_charge(line.amount_minor, pledges, caps=line.kind == LineItemKind.AUCTION)
+    except SplitImpossible as exc:
+        logger.error("Group line %s cannot be split: %s", line.pk, exc)
+        return False
+    if line.amount_minor > 0:
+        own, sponsoring = sponsorship_split(parts, len(payers) + len(sponsored), len(sponsored))
+    else:
+        own, sponsoring = parts, [[0] * len(sponsored) for _ in payers]
+    group_name = line.organization.name
+    presentations: dict[int, str] = {}
+    rows = []
+    for payer, own_part, for_sponsored in zip(payers, own, sponsoring, strict=True):
+        common = {
+            "organization": payer.paying_organization,
+            "provider_id": line.provider_id,
+            "currency": line.currency,
+            "presentation": _presentation_of(payer.paying_organization_id, presentations),
+            "occurred_at": line.occurred_at,
+            "lease_id": line.lease_id,
+            "job_id": line.job_id,
+            "group_line": line,
+        }
+        rows.append(
+            LineItem(
+                **common,
+                kind=line.kind,
+                description=f"{line.description} (your part as a payer of {group_name})"[:300],
+                amount_minor=own_part,
+                source=f"share:{line.pk}:{payer.member_id}",
+            )
+        )
+        for member, amount in zip(sponsored, for_sponsored, strict=True):
+            if amount == 0:
+                continue
+            rows.append(
+                LineItem(
+                    **common,
+                    kind=LineItemKind.SPONSORSHIP,
+                    description=f"Sponsored for {member.member.label} in {group_name}, "
+                    f"lease {line.lease_id}"[:300],
+                    amount_minor=amount,
+                    source=f"sponsor:{line.pk}:{payer.member_id}:{member.member_id}",
+                )
+            )
+    LineItem.objects.bulk_create(rows)
+    return True
