@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 
+from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
@@ -314,17 +314,17 @@ def member_invite_user(*, group: BuyingGroup, by: User, email: str) -> GroupMemb
         status=MemberStatus.INVITED,
         invited_by=by,
     )
-    link = reverse("group_invitations")
-    transaction.on_commit(
-        partial(
-            send_mail,
-            f"You are invited to the buying group {group}",
-            f"{by.email} invites you to the buying group {group} on Segment Exchange. Sign in "
-            f"(or sign up with this address) and answer at {link}",
-            None,
-            [email],
-        )
+    subject = f"You are invited to the buying group {group}"
+    body = (
+        f"{by.email} invites you to the buying group {group} on Segment Exchange. Sign in "
+        "(or sign up with this address) and answer at "
     )
+
+    def invite() -> None:
+        link = settings.SITE_URL.rstrip("/") + reverse("group_invitations")
+        send_mail(subject, body + link, None, [email])
+
+    transaction.on_commit(invite)
     audit_log_record(
         action="group.member_invited",
         actor=by,
@@ -357,13 +357,10 @@ def member_invite_device(*, group: BuyingGroup, by: User, device: ClientDevice) 
         target=member,
         data={"device": device.pk},
     )
-    transaction.on_commit(
-        partial(
-            organization_notify,
-            device.organization_id,
-            text=f"Your device {device.name} is invited to the buying group {group}.",
-            url=reverse("group_invitations"),
-        )
+    _notify_later(
+        device.organization_id,
+        f"Your device {device.name} is invited to the buying group {group}.",
+        "group_invitations",
     )
     return member
 
@@ -718,15 +715,13 @@ def group_offer_create(
         target=offer,
         data={"group": group.pk, "price_minor": price_minor},
     )
-    transaction.on_commit(
-        partial(
-            organization_notify,
-            group.organization_id,
-            text=f"{provider.legal_name} offers {group} a block for "
-            f"{money_format(price_minor, group.currency)}: payers, accept it before "
-            f"{deadline:%Y-%m-%d %H:%M} UTC.",
-            url=reverse("group_detail", args=[group.pk]),
-        )
+    _notify_later(
+        group.organization_id,
+        f"{provider.legal_name} offers {group} a block for "
+        f"{money_format(price_minor, group.currency)}: payers, accept it before "
+        f"{deadline:%Y-%m-%d %H:%M} UTC.",
+        "group_detail",
+        group.pk,
     )
     return offer
 
@@ -830,15 +825,17 @@ def group_offer_decide(*, offer_id: int, now: datetime | None = None) -> GroupOf
             if not leased
             else f"The offer to {offer.group} lapsed: the block was leased meanwhile."
         )
-    for organization_id in (offer.group.organization_id, offer.provider.organization_id):
-        transaction.on_commit(
-            partial(
-                organization_notify,
-                organization_id,
-                text=text,
-                url=reverse("group_detail", args=[offer.group_id])
-                if organization_id == offer.group.organization_id
-                else "",
-            )
-        )
+    _notify_later(offer.group.organization_id, text, "group_detail", offer.group_id)
+    _notify_later(offer.provider.organization_id, text)
     return offer
+
+
+def _notify_later(organization_id: int, text: str, url_name: str = "", *args) -> None:
+    """A live notice to the organization's open pages, after commit."""
+
+    def notify() -> None:
+        organization_notify(
+            organization_id, text=text, url=reverse(url_name, args=args) if url_name else ""
+        )
+
+    transaction.on_commit(notify)

@@ -6,8 +6,9 @@ the statement's providers turns negative (SPEC §4.3: failed or disputed, negati
 Won (or an inquiry closed without a chargeback), the statement is paid again, the rating
 positive again and the held lines are settled with the next period. Lost, the money went back
 to the card: the statement is "charged back" and counts as unpaid (it blocks bidding like an
-unpaid lease), its lines are never settled, and what a provider was already paid for them
-(before the dispute) is returned on its next settlement.
+unpaid lease) until it is paid again from its page, its lines are not settled, and what a
+provider was already paid for them (before the dispute) is returned on its next settlement,
+in proportion to the disputed part.
 
 Each Stripe dispute is one `Dispute` row; the state applied comes from Stripe's own record
 (re-read for every event), so events may arrive twice, late or out of order.
@@ -26,6 +27,7 @@ from django.utils import timezone
 from billing import stripe_gateway as gateway
 from billing.models import (
     Charge,
+    ChargeStatus,
     Dispute,
     DisputeReversal,
     DisputeStatus,
@@ -56,15 +58,21 @@ def dispute_status_of(info: gateway.DisputeInfo) -> str:
     return DisputeStatus.OPEN
 
 
-def dispute_apply(*, info: gateway.DisputeInfo) -> str:
-    """Record what Stripe says of a dispute (the caller re-read it). Returns what was done:
-    "no_charge" (not one of the exchange's payments), "unchanged", or the new status. A
-    decided dispute is final: a later "open" read never reopens it."""
-    charge = (
-        Charge.objects.select_for_update().filter(payment_intent_id=info.payment_intent_id).first()
-        if info.payment_intent_id
-        else None
-    )
+@transaction.atomic
+def dispute_apply(*, info: gateway.DisputeInfo, charge_pk: str | int | None = None) -> str:
+    """Record what Stripe says of a dispute (the caller re-read it, and the charge it is about
+    from its payment's metadata, `charge_pk`). Returns what was done: "no_charge" (not one of
+    the exchange's payments), "unchanged", or the new status. A decided dispute is final: a
+    later "open" read never reopens it."""
+    charge = None
+    if charge_pk not in (None, ""):
+        charge = Charge.objects.select_for_update().filter(pk=str(charge_pk)).first()
+    if charge is None and info.payment_intent_id:
+        charge = (
+            Charge.objects.select_for_update()
+            .filter(payment_intent_id=info.payment_intent_id)
+            .first()
+        )
     if charge is None:
         logger.warning("Dispute %s is not about a charge of the exchange", info.id)
         return "no_charge"
@@ -92,7 +100,7 @@ def dispute_apply(*, info: gateway.DisputeInfo) -> str:
     if status == DisputeStatus.WON:
         _won(dispute, statement)
     else:
-        _lost(dispute, statement)
+        _lost(dispute, charge, statement)
     return status
 
 
@@ -100,7 +108,7 @@ def _opened(dispute: Dispute, statement: Statement) -> None:
     if statement.status == StatementStatus.PAID:
         statement.status = StatementStatus.DISPUTED
         statement.save(update_fields=["status"])
-    _rate(statement, paid=False)
+    _rate(statement)
     _tell(
         statement,
         f"Your card issuer disputes the payment of statement {statement.number} "
@@ -109,55 +117,101 @@ def _opened(dispute: Dispute, statement: Statement) -> None:
 
 
 def _won(dispute: Dispute, statement: Statement) -> None:
-    if statement.status == StatementStatus.DISPUTED:
+    others_open = (
+        Dispute.objects.filter(charge__statement=statement, status=DisputeStatus.OPEN)
+        .exclude(pk=dispute.pk)
+        .exists()
+    )
+    if statement.status == StatementStatus.DISPUTED and not others_open:
         statement.status = StatementStatus.PAID
         statement.save(update_fields=["status"])
-    _rate(statement, paid=True)
+    _rate(statement)
     _tell(statement, f"The dispute of statement {statement.number} is closed: the payment stands.")
 
 
-def _lost(dispute: Dispute, statement: Statement) -> None:
+def _lost(dispute: Dispute, charge: Charge, statement: Statement) -> None:
+    """The disputed amount went back to the card: the statement is unpaid for it (its page
+    offers to pay it again; it is never charged again on its own), and every provider already
+    settled for the statement gives back (or, for a credit it bore, gets back) its net for
+    the disputed part."""
     statement.status = StatementStatus.CHARGED_BACK
     statement.save(update_fields=["status"])
-    _rate(statement, paid=False)
-    # what each provider was already paid for this statement's lines (its share of the
-    # settlement's net: the line less the fee of that settlement), returned next settlement
-    owed: dict[tuple[int, str], int] = defaultdict(int)
-    settled = LineItem.objects.filter(statement=statement, settlement__isnull=False).values_list(
-        "provider_id", "currency", "settlement_id", "settlement__fee_bps", "amount_minor"
+    # the charge is open for a new attempt of the amount taken back; the attempt that was
+    # disputed is over (a late answer about it changes nothing)
+    lost = sum(
+        Dispute.objects.filter(charge=charge, status=DisputeStatus.LOST).values_list(
+            "amount_minor", flat=True
+        )
     )
-    by_settlement: dict[tuple[int, str, int], tuple[int, int]] = {}
-    for provider_id, currency, settlement_id, bps, amount in settled:
-        gross, _ = by_settlement.get((provider_id, currency, settlement_id), (0, bps))
-        by_settlement[(provider_id, currency, settlement_id)] = (gross + amount, bps)
-    for (provider_id, currency, _settlement_id), (gross, bps) in by_settlement.items():
-        fee = half_up(gross * bps, 10_000) if gross > 0 else 0
-        owed[(provider_id, currency)] += gross - fee
-    for (provider_id, currency), net in sorted(owed.items()):
-        if net > 0:
+    charge.amount_minor = min(max(1, lost), max(1, statement.amount_due_minor))
+    charge.status = ChargeStatus.FAILED
+    charge.attempts += 1
+    charge.next_attempt_at = None
+    charge.last_error_code = "charged_back"
+    charge.last_error = "The payment was returned to the card after a dispute."
+    charge.save()
+    _reversals_record(dispute, charge, statement)
+    _rate(statement)
+    _tell(
+        statement,
+        f"The dispute of statement {statement.number} was decided for your card issuer: "
+        f"{money_format(dispute.amount_minor, dispute.currency)} went back to the card and is "
+        "unpaid. Pay it from the statement's page.",
+    )
+
+
+def _reversals_record(dispute: Dispute, charge: Charge, statement: Statement) -> None:
+    """Per provider settled for the statement's lines: the net it was paid for them (its
+    gross less its part of that settlement's actual fee), in proportion to the disputed part
+    of the charge; negative (returned) for charges, positive (restored) for credits."""
+    charged = max(1, statement.amount_due_minor)
+    rows = LineItem.objects.filter(statement=statement, settlement__isnull=False).values_list(
+        "provider_id",
+        "currency",
+        "settlement_id",
+        "settlement__gross_minor",
+        "settlement__fee_minor",
+        "amount_minor",
+    )
+    gross_of: dict[tuple[int, str, int], int] = defaultdict(int)
+    settlement_of: dict[int, tuple[int, int]] = {}
+    for provider_id, currency, settlement_id, s_gross, s_fee, amount in rows:
+        gross_of[(provider_id, currency, settlement_id)] += amount
+        settlement_of[settlement_id] = (s_gross, s_fee)
+    net_of: dict[tuple[int, str], int] = defaultdict(int)
+    for (provider_id, currency, settlement_id), gross in gross_of.items():
+        s_gross, s_fee = settlement_of[settlement_id]
+        fee = half_up(s_fee * gross, s_gross) if s_gross > 0 else 0
+        net_of[(provider_id, currency)] += gross - fee
+    for (provider_id, currency), net in sorted(net_of.items()):
+        returned = half_up(net * min(dispute.amount_minor, charged), charged)
+        if returned:
             DisputeReversal.objects.get_or_create(
                 dispute=dispute,
                 provider_id=provider_id,
-                defaults={"currency": currency, "amount_minor": -net},
+                defaults={"currency": currency, "amount_minor": -returned},
             )
-    _tell(
-        statement,
-        f"The dispute of statement {statement.number} was decided for your card issuer: the "
-        "payment was returned to the card and the statement is unpaid.",
-    )
 
 
-def _rate(statement: Statement, *, paid: bool) -> None:
+def _rate(statement: Statement) -> None:
+    """After commit, the recipient's payment rating for each of the statement's providers
+    follows the statement as it then stands: paid (or nothing due) positive, otherwise
+    negative until paid."""
     from billing.ratings import recipient_rating_from_payment
 
     def rate() -> None:
-        providers = {line.provider for line in statement.lines.select_related("provider")}
+        current = Statement.objects.select_related("organization").get(pk=statement.pk)
+        paid = current.status in (StatementStatus.PAID, StatementStatus.NOTHING_DUE)
+        providers = {
+            line.provider
+            for line in current.lines.select_related("provider").filter(amount_minor__gt=0)
+        }
         for provider in sorted(providers, key=lambda provider: provider.pk):
             recipient_rating_from_payment(
-                organization=statement.organization,
+                organization=current.organization,
                 provider=provider,
                 paid=paid,
-                reference=f"statement:{statement.number}",
+                reference=f"statement:{current.number}",
             )
 
     transaction.on_commit(rate)

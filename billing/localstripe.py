@@ -179,8 +179,8 @@ def _disputes_install(app, resources, webhooks) -> None:
     """localstripe has no disputes; card issuers' disputes are part of billing, so ours adds
     them, the way Stripe shows them: `GET /v1/disputes/<id>` (secret key), and two private
     endpoints that play the card issuer, each sending its event to the registered webhooks
-    like localstripe's own: `POST /_config/disputes` {payment_intent, reason} opens one on a
-    succeeded payment (`charge.dispute.created`, status needs_response), and
+    like localstripe's own: `POST /_config/disputes` {payment_intent, reason, amount?} opens
+    one on a succeeded payment (`charge.dispute.created`, status needs_response), and
     `POST /_config/disputes/<id>/close` {status: won|lost} decides it (`charge.dispute.closed`).
     Disputes live in memory only."""
     from aiohttp import web
@@ -206,12 +206,15 @@ def _disputes_install(app, resources, webhooks) -> None:
         intent = resources.store.get(f"payment_intent:{body.get('payment_intent')}")
         if intent is None or intent.status != "succeeded":
             return refused(400, "Only a succeeded payment intent can be disputed.")
+        amount = body.get("amount", intent.amount)
+        if not isinstance(amount, int) or not 0 < amount <= intent.amount:
+            return refused(400, "A dispute is for 1 up to the payment's amount.")
         dispute_id = f"dp_{os.urandom(7).hex()}"
         charge = intent.latest_charge
         disputes[dispute_id] = dispute = {
             "id": dispute_id,
             "object": "dispute",
-            "amount": intent.amount,
+            "amount": amount,
             "currency": intent.currency,
             "charge": getattr(charge, "id", charge),
             "payment_intent": intent.id,
@@ -502,15 +505,15 @@ def localstripe_payment_intent_authenticate(
     )
 
 
-def localstripe_dispute_open(*, url_base: str, payment_intent_id: str, reason: str) -> dict:
-    """Play the card issuer: dispute a succeeded payment (see _disputes_install)."""
-    return _request(
-        url_base,
-        "POST",
-        "/_config/disputes",
-        body={"payment_intent": payment_intent_id, "reason": reason},
-        key=None,
-    )
+def localstripe_dispute_open(
+    *, url_base: str, payment_intent_id: str, reason: str, amount_minor: int | None = None
+) -> dict:
+    """Play the card issuer: dispute a succeeded payment, all of it or `amount_minor` of it
+    (see _disputes_install)."""
+    body = {"payment_intent": payment_intent_id, "reason": reason}
+    if amount_minor is not None:
+        body["amount"] = amount_minor
+    return _request(url_base, "POST", "/_config/disputes", body=body, key=None)
 
 
 def localstripe_dispute_close(*, url_base: str, dispute_id: str, status: str) -> dict:

@@ -39,7 +39,7 @@ from billing.models import (
     StatementStatus,
     StripeEvent,
 )
-from billing.statements import billing_account_of, statement_mark_paid
+from billing.statements import PAYABLE_STATUSES, billing_account_of, statement_mark_paid
 from marketplace.live import organization_notify
 from marketplace.models import Membership, Organization
 from marketplace.money import money_format
@@ -348,7 +348,9 @@ def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
         charge.client_secret = intent.client_secret or ""
         charge.next_attempt_at = None
         charge.save()
-        Statement.objects.filter(pk=statement.pk).update(status=StatementStatus.ACTION_REQUIRED)
+        Statement.objects.filter(pk=statement.pk, status__in=PAYABLE_STATUSES).update(
+            status=StatementStatus.ACTION_REQUIRED
+        )
         transaction.on_commit(partial(_authentication_request, charge.pk))
         return charge.status
     if intent.status in ("processing", "requires_capture", "requires_confirmation"):
@@ -379,7 +381,9 @@ def _declined(charge: Charge, code: str, message: str, *, now=None) -> str:
         else None
     )
     charge.save()
-    Statement.objects.filter(pk=charge.statement_id).update(status=StatementStatus.PAYMENT_FAILED)
+    Statement.objects.filter(pk=charge.statement_id, status__in=PAYABLE_STATUSES).update(
+        status=StatementStatus.PAYMENT_FAILED
+    )
     transaction.on_commit(partial(_payment_rated, charge.pk, False))
     transaction.on_commit(partial(_decline_notice, charge.pk))
     return charge.status
@@ -391,7 +395,9 @@ def _failed(charge: Charge, code: str, message: str) -> None:
     charge.last_error = message
     charge.next_attempt_at = None
     charge.save()
-    Statement.objects.filter(pk=charge.statement_id).update(status=StatementStatus.PAYMENT_FAILED)
+    Statement.objects.filter(pk=charge.statement_id, status__in=PAYABLE_STATUSES).update(
+        status=StatementStatus.PAYMENT_FAILED
+    )
     transaction.on_commit(partial(_decline_notice, charge.pk))
 
 
@@ -491,6 +497,13 @@ def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
         intent = gateway.payment_intent_retrieve(event.object_id)
     elif event.type in DISPUTE_EVENTS and event.object_id:
         dispute = gateway.dispute_retrieve(event.object_id)
+        # the charge it is about, from the payment's own metadata (the answer that named the
+        # payment to us may have been lost)
+        disputed = (
+            gateway.payment_intent_retrieve(dispute.payment_intent_id)
+            if dispute.payment_intent_id
+            else None
+        )
     with transaction.atomic():
         _record, created = StripeEvent.objects.get_or_create(
             event_id=event.id, defaults={"type": event.type, "object_id": event.object_id}
@@ -500,7 +513,8 @@ def stripe_event_process(*, payload: bytes, signature_header: str) -> str:
         if intent is not None:
             outcome = _event_apply(intent)
         elif dispute is not None:
-            outcome = f"dispute {dispute_apply(info=dispute)}"
+            charge_pk = (disputed.metadata or {}).get("charge") if disputed else None
+            outcome = f"dispute {dispute_apply(info=dispute, charge_pk=charge_pk)}"
         StripeEvent.objects.filter(event_id=event.id).update(outcome=outcome[:200])
     return outcome
 

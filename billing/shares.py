@@ -23,8 +23,10 @@ up to the amount.
 
 **Sponsorship.** Every member, payer or sponsored, stands for an equal part of a charge
 (`apportion` of the amount over the members). The sponsored members' parts are paid by the
-payers in proportion to what each pays (`sponsorship_split`), so each payer's statement shows
-its own part and one "sponsored for …" line per sponsored member, adding up to what it pays.
+payers in proportion to what each pays (`sponsorship_split`): the payers' sponsoring amounts,
+in the payers' order, cover the sponsored members' parts, in the members' order, end to end.
+So each payer's statement shows its own part and a "sponsored for …" line for each sponsored
+member it covers, adding up to what it pays, and each sponsored member is covered exactly.
 """
 
 from __future__ import annotations
@@ -171,11 +173,25 @@ def sponsorship_split(
     per_member = apportion(amount, [1] * members)
     sponsored_parts = per_member[members - sponsored :]  # the last parts, the members' order
     sponsoring = apportion(sum(sponsored_parts), [abs(p) for p in paid])
-    per_payer = []
-    for part in sponsoring:
-        if sum(sponsored_parts) == 0:
-            per_payer.append([0] * sponsored)
-        else:
-            per_payer.append(apportion(part, [abs(s) for s in sponsored_parts]))
     own = [p - s for p, s in zip(paid, sponsoring, strict=True)]
-    return own, per_payer
+    return own, _overlaps(sponsoring, sponsored_parts)
+
+
+def _overlaps(rows: Sequence[int], columns: Sequence[int]) -> list[list[int]]:
+    """A table of whole amounts whose rows add up to `rows` and columns to `columns` (equal
+    totals, all 0 or more): the payers' amounts laid end to end against the sponsored
+    members' parts laid end to end, each cell the length both share."""
+    table = [[0] * len(columns) for _ in rows]
+    row_end = column_end = 0
+    row_starts = []
+    for amount in rows:
+        row_starts.append(row_end)
+        row_end += amount
+    column_starts = []
+    for amount in columns:
+        column_starts.append(column_end)
+        column_end += amount
+    for i, (start, amount) in enumerate(zip(row_starts, rows, strict=True)):
+        for j, (c_start, c_amount) in enumerate(zip(column_starts, columns, strict=True)):
+            table[i][j] = max(0, min(start + amount, c_start + c_amount) - max(start, c_start))
+    return table

@@ -285,11 +285,16 @@ def statements_build(*, period_start: date, period_end: date) -> list[Statement]
     pending = (
         LineItem.objects.filter(statement__isnull=True, occurred_at__lt=end)
         .exclude(organization__kind=OrganizationKind.GROUP)
-        .values_list("pk", "organization_id", "currency", "presentation", "provider_id")
+        .values_list("pk", "organization_id", "currency", "presentation", "provider_id", "kind")
     )
-    for pk, organization_id, currency, presentation, provider_id in pending:
+    carried_in = []
+    for pk, organization_id, currency, presentation, provider_id, kind in pending:
+        if kind == LineItemKind.CREDIT_CARRIED_IN:
+            carried_in.append((pk, organization_id, currency, provider_id))
+            continue
         key_provider = provider_id if presentation == BillingPresentation.PER_PROVIDER else None
         groups[(organization_id, currency, presentation, key_provider)].append(pk)
+    _carried_credits_place(carried_in, groups)
     issued = []
     for (organization_id, currency, presentation, provider_id), pks in sorted(groups.items()):
         statement = _statement_issue(
@@ -298,6 +303,24 @@ def statements_build(*, period_start: date, period_end: date) -> list[Statement]
         if statement is not None:
             issued.append(statement)
     return issued
+
+
+def _carried_credits_place(carried_in: list, groups: dict) -> None:
+    """A credit carried from an earlier statement joins one of the recipient's statements of
+    this period in its currency that charges something: the provider's own, else the
+    consolidated one, else any other (its presentation follows); with none, it waits for a
+    period that has one (no statement is issued for carried credits alone)."""
+    for pk, organization_id, currency, provider_id in carried_in:
+        candidates = [
+            (organization_id, currency, BillingPresentation.PER_PROVIDER, provider_id),
+            (organization_id, currency, BillingPresentation.CONSOLIDATED, None),
+            *sorted(key for key in groups if key[0] == organization_id and key[1] == currency),
+        ]
+        target = next((key for key in candidates if key in groups), None)
+        if target is None:
+            continue
+        LineItem.objects.filter(pk=pk).update(presentation=target[2])
+        groups[target].append(pk)
 
 
 def _statement_issue(
@@ -389,11 +412,21 @@ def _credit_carry(statement: Statement, lines: list[LineItem], carried: int) -> 
         )
 
 
+PAYABLE_STATUSES = (
+    StatementStatus.ISSUED,
+    StatementStatus.PAYMENT_FAILED,
+    StatementStatus.ACTION_REQUIRED,
+    StatementStatus.CHARGED_BACK,
+)
+
+
 def statement_mark_paid(*, statement: Statement, paid_at: datetime | None = None) -> Statement:
-    """The statement's charge succeeded (called by the charge service)."""
+    """The statement's charge succeeded (called by the charge service). Only a statement
+    waiting for its payment (issued, failed, waiting for authentication, or charged back and
+    paid again) becomes paid: a late answer never turns a disputed one back into paid."""
     with transaction.atomic():
         locked = Statement.objects.select_for_update().get(pk=statement.pk)
-        if locked.status == StatementStatus.PAID:
+        if locked.status not in PAYABLE_STATUSES:
             return locked
         locked.status = StatementStatus.PAID
         locked.paid_at = paid_at or timezone.now()
@@ -462,8 +495,21 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
                 provider_id=provider_id, period_start=period_start, currency=currency
             ).exists():
                 continue  # settled already: these lines wait for the next period
+            # the statements first (a dispute locks its statement too), then only the lines
+            # whose statement is still paid or has nothing due
+            list(
+                Statement.objects.select_for_update()
+                .filter(lines__pk__in=pks)
+                .values_list("pk", flat=True)
+                .order_by("pk")
+            )
             locked = list(
-                LineItem.objects.select_for_update().filter(pk__in=pks, settlement__isnull=True)
+                LineItem.objects.select_for_update().filter(
+                    Q(statement__status=StatementStatus.PAID)
+                    | Q(statement__status=StatementStatus.NOTHING_DUE),
+                    pk__in=pks,
+                    settlement__isnull=True,
+                )
             )
             returned = list(
                 reversals.select_for_update().filter(provider_id=provider_id, currency=currency)

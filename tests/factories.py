@@ -400,3 +400,58 @@ class PlannedJobFactory(factory.django.DjangoModelFactory):
     input_name = "capture.pcap"
     input_format = "pcap"
     finished_at = factory.LazyFunction(lambda: timezone.now() - timedelta(days=1))
+
+
+# --- buying groups -------------------------------------------------------------------------------
+
+
+def payer_organization(user, *, with_card=True, name=None):
+    """A buyer organization the user owns (so the user may pledge its money), with a card."""
+    organization = OrganizationFactory(
+        kind=OrganizationKind.RECIPIENT, **({"name": name} if name else {})
+    )
+    MembershipFactory(user=user, organization=organization, role=Role.OWNER)
+    if with_card:
+        card_on_file(organization)
+    return organization
+
+
+def group_joined(group, *, role="payer", share_bps=None, cap_minor=None, with_card=True, user=None):
+    """A user (new unless given) invited to the group by its first admin and accepting it: a
+    payer (with a buyer organization of its own that pays, with a card) or sponsored.
+    Returns the member."""
+    from auctions.groups import invitation_accept, member_invite_user
+
+    user = user or UserFactory()
+    admin = group.members.filter(is_admin=True).order_by("pk").first().user
+    member = member_invite_user(group=group, by=admin, email=user.email)
+    paying = payer_organization(user, with_card=with_card) if role == "payer" else None
+    return invitation_accept(
+        member=member,
+        user=user,
+        role=role,
+        paying_organization=paying,
+        share_bps=share_bps,
+        cap_minor=cap_minor,
+    )
+
+
+def buying_group(
+    *, name="Harbour Cooperative", currency="USD", share_bps=None, cap_minor=50_000, admin=None
+):
+    """A buying group whose first admin is a payer (cap 500.00 by default) with a card on
+    file. Returns (group, admin user, the admin's member row)."""
+    from auctions.groups import group_create
+
+    admin = admin or UserFactory()
+    paying = payer_organization(admin)
+    group = group_create(
+        user=admin,
+        name=name,
+        currency=currency,
+        role="payer",
+        paying_organization=paying,
+        share_bps=share_bps,
+        cap_minor=cap_minor,
+    )
+    return group, admin, group.members.get(user=admin)

@@ -66,6 +66,12 @@ REJECTION_STATUS = {
     "already_leading": status.HTTP_409_CONFLICT,
     "buy_now_unavailable": status.HTTP_409_CONFLICT,
     "bid_too_low": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    # a buying group's bids (auctions.groups)
+    "group_admin_only": status.HTTP_403_FORBIDDEN,
+    "group_no_payer": status.HTTP_403_FORBIDDEN,
+    "payer_card_required": status.HTTP_403_FORBIDDEN,
+    "group_currency": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "group_limit": status.HTTP_422_UNPROCESSABLE_ENTITY,
 }
 
 ONE_AUCTION_PER_BLOCK = next(
@@ -204,14 +210,18 @@ class ServiceBlockViewSet(
 
 BID_403 = (
     "`not_a_buyer` (not acting for an active buyer organization, or the API key's creator "
-    "left it), `own_auction`, or `insufficient_scope` for a read-only key."
+    "left it), `own_auction`, `card_required`, `unpaid_leases`, `insufficient_scope` for a "
+    "read-only key; for a buying group: `group_admin_only` (only its admins bid), "
+    "`group_no_payer`, `payer_card_required`."
 )
 BID_409 = (
     "`auction_not_open` (not yet open or ended), `already_leading` (raise your maximum "
     "instead), or `idempotency_in_progress`."
 )
 BID_422 = (
-    "`bid_too_low`, with `minimum_minor`, the lowest acceptable bid; or `idempotency_key_reused`."
+    "`bid_too_low`, with `minimum_minor`, the lowest acceptable bid; `idempotency_key_reused`; "
+    "for a buying group: `group_limit` (above the sum of its payers' caps, with `limit_minor`) "
+    "or `group_currency`."
 )
 
 

@@ -199,6 +199,10 @@ class Statement(models.Model):
                 condition=Q(status__in=StatementStatus.values), name="statement_status_valid"
             ),
             models.CheckConstraint(
+                condition=Q(carried_minor__gte=0) & Q(total_minor__gte=0),
+                name="statement_carried_and_total_not_negative",
+            ),
+            models.CheckConstraint(
                 condition=(Q(presentation="per_provider") & Q(provider__isnull=False))
                 | (Q(presentation="consolidated") & Q(provider__isnull=True)),
                 name="statement_provider_matches_presentation",
@@ -228,8 +232,8 @@ class Settlement(models.Model):
     fee_minor = models.BigIntegerField()
     reversals_minor = models.BigIntegerField(
         default=0,
-        help_text="What the provider returns of earlier settlements after lost disputes (0 or "
-        "less).",
+        help_text="What the provider returns (negative) or gets back (positive) of earlier "
+        "settlements after lost disputes.",
     )
     net_minor = models.BigIntegerField()
     fee_bps = models.PositiveIntegerField(help_text="The fee rate, in basis points.")
@@ -305,7 +309,7 @@ class Charge(models.Model):
     status = models.CharField(
         max_length=20, choices=ChargeStatus.choices, default=ChargeStatus.PENDING
     )
-    payment_intent_id = models.CharField(max_length=64, blank=True)
+    payment_intent_id = models.CharField(max_length=64, blank=True, db_index=True)
     payment_method_id = models.CharField(max_length=64, blank=True)
     client_secret = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -390,7 +394,9 @@ class DisputeReversal(models.Model):
         ProviderProfile, on_delete=models.PROTECT, related_name="dispute_reversals"
     )
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
-    amount_minor = models.BigIntegerField(help_text="Negative: deducted from the settlement.")
+    amount_minor = models.BigIntegerField(
+        help_text="Negative: returned by the provider; positive: a credit it bore, restored."
+    )
     settlement = models.ForeignKey(
         Settlement,
         on_delete=models.SET_NULL,
@@ -405,9 +411,6 @@ class DisputeReversal(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["dispute", "provider"], name="dispute_reversal_once_per_provider"
-            ),
-            models.CheckConstraint(
-                condition=Q(amount_minor__lte=0), name="dispute_reversal_negative"
             ),
         ]
 

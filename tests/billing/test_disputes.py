@@ -6,14 +6,18 @@ lost dispute unpaid again and returned by providers already settled."""
 from datetime import date
 
 import pytest
+from django.db import transaction
 
 from auctions.services import BidRejected, billing_standing_check
+from billing import payments
+from billing import stripe_gateway as gateway
 from billing.localstripe import (
     TEST_CARD_SUCCEEDS,
     localstripe_dispute_close,
     localstripe_dispute_open,
 )
 from billing.models import (
+    BillingAccount,
     Charge,
     Dispute,
     DisputeReversal,
@@ -141,6 +145,83 @@ def test_a_lost_dispute_is_unpaid_blocks_bidding_and_is_returned_by_the_settled_
     assert Settlement.objects.count() == 2
 
 
+def test_a_charged_back_statement_is_paid_again_from_its_page_and_bidding_resumes(
+    committed, paid, stripe_on_localstripe, webhook_receiver, settings
+):
+    settings.UNPAID_LEASES_BLOCK = 1
+    opened = localstripe_dispute_open(
+        url_base=stripe_on_localstripe.url,
+        payment_intent_id=paid.payment_intent_id,
+        reason="fraudulent",
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.created")
+    localstripe_dispute_close(
+        url_base=stripe_on_localstripe.url, dispute_id=opened["id"], status="lost"
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.closed")
+    statement = paid.statement
+    disputed_attempt = paid.payment_intent_id
+
+    assert committed.statement_pay(statement=statement) == "succeeded"
+
+    statement.refresh_from_db()
+    charge = Charge.objects.get(pk=paid.pk)
+    assert statement.status == StatementStatus.PAID
+    assert charge.payment_intent_id != disputed_attempt  # a new payment, not the disputed one
+    assert charge.amount_minor == 12_345
+    assert payment_rating(paid).positive is True
+    billing_standing_check(statement.organization)  # no longer blocked
+
+
+def test_a_partial_dispute_lost_returns_its_part_and_only_it_is_paid_again(
+    committed, paid, stripe_on_localstripe, webhook_receiver, settings
+):
+    settings.EXCHANGE_FEE_BPS = 1000
+    (november,) = settlements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    assert november.net_minor == 11_110
+    opened = localstripe_dispute_open(
+        url_base=stripe_on_localstripe.url,
+        payment_intent_id=paid.payment_intent_id,
+        reason="duplicate",
+        amount_minor=2_000,
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.created")
+    localstripe_dispute_close(
+        url_base=stripe_on_localstripe.url, dispute_id=opened["id"], status="lost"
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.closed")
+
+    (reversal,) = DisputeReversal.objects.all()
+    assert reversal.amount_minor == -1_800  # 11,110 * 2,000 / 12,345, half up
+    charge = Charge.objects.get(pk=paid.pk)
+    assert charge.amount_minor == 2_000
+    assert committed.statement_pay(statement=paid.statement) == "succeeded"
+    assert Charge.objects.get(pk=paid.pk).amount_minor == 2_000
+
+
+def test_a_late_success_of_the_disputed_attempt_leaves_the_statement_charged_back(
+    committed, paid, stripe_on_localstripe, webhook_receiver
+):
+    opened = localstripe_dispute_open(
+        url_base=stripe_on_localstripe.url,
+        payment_intent_id=paid.payment_intent_id,
+        reason="fraudulent",
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.created")
+    localstripe_dispute_close(
+        url_base=stripe_on_localstripe.url, dispute_id=opened["id"], status="lost"
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.closed")
+    intent = gateway.payment_intent_retrieve(paid.payment_intent_id)
+
+    with transaction.atomic():
+        outcome = payments._event_apply(intent)  # the webhook's effect, for that attempt
+
+    assert outcome == "older_attempt"
+    paid.statement.refresh_from_db()
+    assert paid.statement.status == StatementStatus.CHARGED_BACK
+
+
 def test_dispute_events_out_of_order_leave_the_final_state(
     committed, paid, stripe_on_localstripe, webhook_receiver
 ):
@@ -173,24 +254,27 @@ def test_dispute_events_out_of_order_leave_the_final_state(
 
 
 def test_a_dispute_of_a_payment_the_exchange_never_made_changes_nothing(
-    committed, stripe_on_localstripe, webhook_receiver
+    committed, paid, stripe_on_localstripe, webhook_receiver
 ):
-    other = OrganizationFactory()
-    card_saved(other, TEST_CARD_SUCCEEDS, stripe_on_localstripe.url)
-    statement = statement_of(other)
-    committed.statement_charge(statement_id=statement.pk)
-    charge = Charge.objects.get(statement=statement)
-    payment_intent_id = charge.payment_intent_id
-    Charge.objects.filter(pk=charge.pk).update(payment_intent_id="pi_someone_elses")
+    # a payment of the same customer made outside the exchange (no charge in its metadata)
+    account = BillingAccount.objects.get(organization=paid.statement.organization)
+    outside = gateway.payment_intent_create(
+        amount_minor=500,
+        currency="USD",
+        customer_id=account.stripe_customer_id,
+        payment_method_id=paid.payment_method_id,
+        idempotency_key="outside-1",
+        metadata={"note": "not the exchange's"},
+    )
     localstripe_dispute_open(
-        url_base=stripe_on_localstripe.url, payment_intent_id=payment_intent_id, reason="general"
+        url_base=stripe_on_localstripe.url, payment_intent_id=outside.id, reason="general"
     )
 
     _, outcome = deliver(committed, webhook_receiver, "charge.dispute.created")
 
     assert outcome == "dispute no_charge"
-    statement.refresh_from_db()
-    assert statement.status == StatementStatus.PAID
+    paid.statement.refresh_from_db()
+    assert paid.statement.status == StatementStatus.PAID
     assert not Dispute.objects.exists()
 
 

@@ -502,3 +502,32 @@ def test_names_in_a_statement_pdf_are_text_not_markup():
 
     assert pdf.startswith(b"%PDF")
     assert b"(Acme <)" in pdf and b"(North <)" in pdf  # shown as typed, not as markup
+
+
+def test_a_carried_credit_joins_the_statement_that_charges_when_the_presentation_changed():
+    buyer, provider = OrganizationFactory(), VerifiedProviderFactory()
+    LineItem.objects.create(
+        organization=buyer,
+        provider=provider,
+        kind=LineItemKind.SLA_CREDIT,
+        description="credit",
+        amount_minor=-90,
+        currency="USD",
+        presentation="per_provider",
+        occurred_at=IN_NOVEMBER,
+        source="test:credit",
+    )
+    statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    # in December the buyer's lines are consolidated: the credit is used there
+    december_lease = LeaseFactory(
+        winner=buyer, block__provider=provider, price_minor=1_000, currency="USD"
+    )
+    type(december_lease).objects.filter(pk=december_lease.pk).update(
+        created_at=datetime(2026, 12, 5, tzinfo=UTC)
+    )
+
+    (december,) = statements_build(period_start=NOVEMBER[1], period_end=date(2027, 1, 1))
+
+    assert december.provider is None and december.total_minor == 910
+    # and with nothing charged, a carried credit waits: no statement of credits alone
+    assert statements_build(period_start=date(2027, 1, 1), period_end=date(2027, 2, 1)) == []
