@@ -91,7 +91,10 @@ def _holder_checked(
             )
         return {"device": device}
     if kind == MemberKind.PHONE:
-        number = phone_number_checked(phone_number)
+        try:
+            number = phone_number_checked(phone_number)
+        except GroupRefused as exc:
+            raise SeatRefused(exc.code, exc.message) from None
         if group and not members.filter(kind=MemberKind.PHONE, phone_number=number).exists():
             raise SeatRefused(
                 "not_eligible", f"{number} is not a member of {lease.winner}: add it first."

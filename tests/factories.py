@@ -437,14 +437,20 @@ def group_joined(group, *, role="payer", share_bps=None, cap_minor=None, with_ca
 
 
 def buying_group(
-    *, name="Harbour Cooperative", currency="USD", share_bps=None, cap_minor=50_000, admin=None
+    *,
+    name="Harbour Cooperative",
+    currency="USD",
+    share_bps=None,
+    cap_minor=50_000,
+    admin=None,
+    with_card=True,
 ):
     """A buying group whose first admin is a payer (cap 500.00 by default) with a card on
     file. Returns (group, admin user, the admin's member row)."""
     from auctions.groups import group_create
 
     admin = admin or UserFactory()
-    paying = payer_organization(admin)
+    paying = payer_organization(admin, with_card=with_card)
     group = group_create(
         user=admin,
         name=name,
