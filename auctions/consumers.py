@@ -58,7 +58,11 @@ def _snapshot_for(auction_id: int, organization: Organization | None) -> dict | 
     auction = auctions_public().filter(pk=auction_id).first()
     if auction is None:
         return None
-    viewer = organization if organization is not None and organization.is_recipient else None
+    viewer = (
+        organization
+        if organization is not None and (organization.is_recipient or organization.is_group)
+        else None
+    )
     return auction_snapshot(auction=auction, viewer=viewer)
 
 

@@ -106,3 +106,69 @@ def demo_bid_step(*, buyer_slugs: list[str], provider_slugs: list[str]) -> int:
         except BidRejected as rejection:
             logger.info("Demo bid on auction %s refused: %s", auction.pk, rejection.code)
     return placed
+
+
+DEMO_GROUP = "Harbour Cooperative"
+
+
+def demo_group_ensure(
+    *, provider: ProviderProfile, buyers: list[Organization]
+) -> tuple[object, object] | tuple[None, None]:
+    """A demo buying group (unless it exists): the first demo buyer's owner founds it and pays
+    (cap 500.00 USD), the second buyer's owner joins as a payer (40 %, cap 300.00 USD), and a
+    telephone number is sponsored; the provider offers it a block, open for pledges for an
+    hour. Returns (group, offer), or (None, None) when it existed already."""
+    from auctions.groups import (
+        group_create,
+        group_offer_create,
+        invitation_accept,
+        member_add_phone,
+        member_invite_user,
+    )
+    from auctions.models import BuyingGroup, MemberRole
+
+    if BuyingGroup.objects.filter(organization__name=DEMO_GROUP).exists():
+        return None, None
+    founder = buyers[0].memberships.order_by("pk").first().user
+    partner = buyers[1].memberships.order_by("pk").first().user
+    group = group_create(
+        user=founder,
+        name=DEMO_GROUP,
+        currency="USD",
+        description="Two demo buyers sharing blocks, sponsoring a field handset.",
+        role=MemberRole.PAYER,
+        paying_organization=buyers[0],
+        cap_minor=50_000,
+    )
+    invitation = member_invite_user(group=group, by=founder, email=partner.email)
+    invitation_accept(
+        member=invitation,
+        user=partner,
+        role=MemberRole.PAYER,
+        paying_organization=buyers[1],
+        share_bps=4_000,
+        cap_minor=30_000,
+    )
+    member_add_phone(group=group, by=founder, phone_number="+14155550199")
+    now = timezone.now().replace(microsecond=0)
+    block_start = (now + timedelta(days=2)).replace(minute=0, second=0)
+    block = block_create(
+        provider=provider,
+        starts_at=block_start,
+        ends_at=block_start + timedelta(hours=6),
+        max_rate_mbps=1000,
+        min_rate_mbps=200,
+        seats=4,
+        description="Demo block offered to a group",
+    )
+    offer_user = provider.organization.memberships.order_by("pk").first().user
+    offer = group_offer_create(
+        provider=provider,
+        by=offer_user,
+        group=group,
+        block=block,
+        price_minor=60_000,
+        deadline=now + timedelta(hours=1),
+        message="Six hours of 1 Gbit/s for the cooperative.",
+    )
+    return group, offer

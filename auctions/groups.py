@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.urls import reverse
@@ -72,10 +74,16 @@ class GroupRefused(Exception):
 
 
 def groups_of(user: User) -> QuerySet[BuyingGroup]:
-    """The groups the user is an active member of (as a user), or acts for by membership."""
+    """The groups the user is an active member of (as a user), acts for by membership, or
+    whose device members belong to an organization the user manages."""
+    managed = Membership.objects.filter(user=user, role__in=(Role.OWNER, Role.ADMIN)).values(
+        "organization_id"
+    )
     return (
         BuyingGroup.objects.filter(
-            Q(members__user=user, members__status=ACTIVE) | Q(organization__memberships__user=user)
+            Q(members__user=user, members__status=ACTIVE)
+            | Q(organization__memberships__user=user)
+            | Q(members__device__organization__in=managed, members__status=ACTIVE)
         )
         .select_related("organization")
         .distinct()
@@ -200,8 +208,7 @@ def _pledge_checked(
     ).exists():
         raise GroupRefused(
             "paying_organization_invalid",
-            f"You do not manage {paying_organization}: only its owners and admins pledge its "
-            "money.",
+            "You do not manage this organization: only its owners and admins pledge its money.",
         )
     return {
         "role": role,
@@ -297,8 +304,10 @@ def member_invite_user(*, group: BuyingGroup, by: User, email: str) -> GroupMemb
     group = _group_locked(group)
     _admin_required(group, by)
     email = (email or "").strip().lower()
-    if "@" not in email or len(email) > 254:
-        raise GroupRefused("invalid_email", f"{email!r} is not an e-mail address.")
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise GroupRefused("invalid_email", f"{email!r} is not an e-mail address.") from None
     user = User.objects.filter(email__iexact=email).first()
     taken = group.members.filter(status__in=OPEN_STATUSES, kind=MemberKind.USER).filter(
         Q(invited_email__iexact=email) | Q(user__email__iexact=email)
@@ -660,6 +669,15 @@ def lease_shares_record(*, lease: Lease, accepting: list[GroupMember] | None = N
 # --- offers to groups ----------------------------------------------------------------------------
 
 
+def _provider_manager_required(provider: ProviderProfile, user: User) -> None:
+    if not Membership.objects.filter(
+        user=user, organization=provider.organization_id, role__in=(Role.OWNER, Role.ADMIN)
+    ).exists():
+        raise GroupRefused(
+            "not_allowed", f"Only the owners and admins of {provider.legal_name} do this."
+        )
+
+
 def _block_free(block: ServiceBlock, *, now: datetime) -> None:
     if block.starts_at <= now:
         raise GroupRefused("block_started", "This block has started: it can no longer be offered.")
@@ -685,6 +703,7 @@ def group_offer_create(
     """A provider offers one of its blocks to a group at a price, open for the group's payers
     until the deadline (before the block starts)."""
     now = timezone.now()
+    _provider_manager_required(provider, by)
     if provider.status != ProviderStatus.VERIFIED:
         raise GroupRefused("provider_not_verified", "Only a verified provider makes offers.")
     block = ServiceBlock.objects.select_for_update().get(pk=block.pk)
@@ -752,7 +771,8 @@ def group_offer_accept(*, offer: GroupOffer, member: GroupMember, by: User) -> O
 
 @transaction.atomic
 def group_offer_withdraw(*, offer: GroupOffer, by: User) -> GroupOffer:
-    offer = GroupOffer.objects.select_for_update().get(pk=offer.pk)
+    offer = GroupOffer.objects.select_for_update().select_related("provider").get(pk=offer.pk)
+    _provider_manager_required(offer.provider, by)
     if offer.status != GroupOfferStatus.OPEN:
         raise GroupRefused("offer_closed", "This offer is no longer open.")
     offer.status = GroupOfferStatus.WITHDRAWN

@@ -64,9 +64,8 @@ def _holder_checked(
     if kind == MemberKind.USER:
         email = (email or "").strip().lower()
         user = User.objects.filter(email__iexact=email).first() if email else None
-        if user is None:
-            raise SeatRefused("unknown_user", f"No user has the address {email!r}.")
-        allowed = (
+        # an unknown address and a stranger's are refused alike: no account is revealed
+        allowed = user is not None and (
             members.filter(kind=MemberKind.USER, user=user).exists()
             if group
             else Membership.objects.filter(user=user, organization=lease.winner).exists()
@@ -87,7 +86,7 @@ def _holder_checked(
         )
         if not allowed:
             raise SeatRefused(
-                "not_eligible", f"{device.name} is not a device of {lease.winner}'s members."
+                "not_eligible", f"This device is not a device of {lease.winner}'s members."
             )
         return {"device": device}
     if kind == MemberKind.PHONE:
@@ -168,16 +167,32 @@ def seat_release(*, seat: LeaseSeat, by: User) -> LeaseSeat:
     return seat
 
 
-def _held_by(seats, *, user: User | None, organization: Organization):
+def _held_by(seats, *, user: User | None, organization: Organization | None):
     from django.db.models import Q
 
-    phones = ClientDevice.objects.filter(organization=organization).exclude(phone_number="")
-    held = Q(kind=MemberKind.DEVICE, device__organization=organization) | Q(
-        kind=MemberKind.PHONE, phone_number__in=phones.values("phone_number")
-    )
-    if user is not None:
+    held = Q(pk__in=[])
+    if organization is not None:
+        phones = ClientDevice.objects.filter(organization=organization).exclude(phone_number="")
+        held |= Q(kind=MemberKind.DEVICE, device__organization=organization) | Q(
+            kind=MemberKind.PHONE, phone_number__in=phones.values("phone_number")
+        )
+    if user is not None and user.is_authenticated:
         held |= Q(kind=MemberKind.USER, user=user)
     return seats.filter(held)
+
+
+def seats_held(*, user: User | None, organization: Organization | None, now=None):
+    """The active seats the caller holds on leases running now (or on any lease without
+    `now`): the user's own, its organization's devices', and the telephone numbers of those
+    devices, as seat_for_job accepts them."""
+    seats = LeaseSeat.objects.filter(released_at__isnull=True)
+    if now is not None:
+        seats = seats.filter(lease__starts_at__lte=now, lease__ends_at__gt=now)
+    return (
+        _held_by(seats, user=user, organization=organization)
+        .select_related("lease__block__provider", "user", "device")
+        .order_by("lease_id", "assigned_at", "pk")
+    )
 
 
 def seat_holder_exists(*, lease: Lease, user: User | None, organization: Organization) -> bool:

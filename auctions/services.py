@@ -443,16 +443,16 @@ def bid_place(
     client_bid_id = (client_bid_id or "").strip()[:64]
     bidder_assert_eligible(auction_id=auction_id, bidder=bidder, user=user)
     auction = _auction_locked(auction_id)
-    if bidder.is_group:
-        group_amounts_check(
-            bidder=bidder, currency=auction.currency, amounts=[amount_minor, max_amount_minor]
-        )
     if client_bid_id:
         earlier = Bid.objects.filter(
             auction=auction, bidder=bidder, client_bid_id=client_bid_id
         ).first()
         if earlier is not None:
             return _replay(auction, earlier)
+    if bidder.is_group:
+        group_amounts_check(
+            bidder=bidder, currency=auction.currency, amounts=[amount_minor, max_amount_minor]
+        )
     now = timezone.now()
     _assert_open(auction, now)
     standing = bid_resolve(

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from auctions.forms import AuctionFilterForm, BidForm
+from auctions.groups import groups_of
 from auctions.live import bidder_handle
 from auctions.models import ENDED_STATUSES, Auction, Bid, BidChannel
 from auctions.selectors import (
@@ -56,9 +57,40 @@ def auction_list(request):
 
 
 def _viewer(request) -> Organization | None:
-    """The organization whose standing the page shows: the current one, if it buys."""
+    """The organization whose standing the page shows: the current one, if it buys (a buying
+    group's account bids too: its admins use the ordinary form, the service applies the
+    group's rules)."""
     organization = request.organization
-    return organization if organization is not None and organization.is_recipient else None
+    if organization is not None and (organization.is_recipient or organization.is_group):
+        return organization
+    return None
+
+
+def _group_standings(request, auction: Auction, lease) -> list[dict]:
+    """For each buying group of the user that bid on the auction: leading or outbid (won or
+    not once ended), and its bidder handle, which the page's script compares with the
+    leader of the live events. While the auction runs, the user's other groups come too,
+    as hidden lines the script shows once such a group leads (its first bid, live)."""
+    if not request.user.is_authenticated:
+        return []
+    groups = list(groups_of(request.user))
+    bidders = set(
+        Bid.objects.filter(
+            auction=auction, bidder_id__in=[group.organization_id for group in groups]
+        ).values_list("bidder_id", flat=True)
+    )
+    ended = auction_is_ended(auction)
+    return [
+        {
+            "name": group.organization.name,
+            "handle": bidder_handle(auction.pk, group.organization_id),
+            "bid": group.organization_id in bidders,
+            "leading": auction.leader_id == group.organization_id,
+            "won": lease is not None and lease.winner_id == group.organization_id,
+        }
+        for group in groups
+        if group.organization_id in bidders or not ended
+    ]
 
 
 def _bid_message(outcome, currency: str) -> str:
@@ -132,6 +164,7 @@ def _detail_context(request, auction: Auction, form: BidForm) -> dict:
         "winner": bidder_handle(auction.pk, lease.winner_id) if lease else None,
         "you_won": lease is not None and viewer is not None and lease.winner_id == viewer.pk,
         "you_bid": you_bid,
+        "group_standings": _group_standings(request, auction, lease),
         "own_auction": own,
         "can_bid": viewer is not None and not own,
         "live_config": {

@@ -298,6 +298,11 @@ SPECTACULAR_SETTINGS = {
         "AuctionStatusEnum": "auctions.models.AuctionStatus",
         "JobStatusEnum": "segmentation.models.JobStatus",
         "WorkItemStatusEnum": "segmentation.models.WorkItemStatus",
+        "WorkItemKindEnum": "segmentation.models.WorkItemKind",
+        "MemberKindEnum": "auctions.models.MemberKind",
+        "MemberRoleEnum": "auctions.models.MemberRole",
+        "MemberStatusEnum": "auctions.models.MemberStatus",
+        "GroupOfferStatusEnum": "auctions.models.GroupOfferStatus",
     },
 }
 

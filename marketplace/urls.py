@@ -26,6 +26,7 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept_view, name="invitation_accept"),
     path("providers/", include("providers.urls")),
     path("auctions/", include("auctions.urls")),
+    path("", include("auctions.group_urls")),
     path("jobs/", include("segmentation.urls")),
     path("requests/", include("segmentation.request_urls")),
     path("ratings/", include("billing.urls")),

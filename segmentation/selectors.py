@@ -39,10 +39,15 @@ def profiles_of(organization: Organization) -> QuerySet[SegmentationProfile]:
     return SegmentationProfile.objects.filter(organization=organization)
 
 
-def leases_usable(organization: Organization, *, now) -> QuerySet[Lease]:
-    """Leases a job can run under now: the organization's, begun and not ended."""
+def leases_usable(organization: Organization, *, now, user=None) -> QuerySet[Lease]:
+    """Leases a job can run under now, begun and not ended: the organization's, and those
+    the caller holds a seat on (a buying group's, say: auctions.seats)."""
+    from auctions.seats import seats_held
+
+    seated = seats_held(user=user, organization=organization, now=now).values("lease_id")
     return (
-        Lease.objects.filter(winner=organization, starts_at__lte=now, ends_at__gt=now)
+        Lease.objects.filter(Q(winner=organization) | Q(pk__in=seated))
+        .filter(starts_at__lte=now, ends_at__gt=now)
         .select_related("block__provider")
         .order_by("ends_at")
     )

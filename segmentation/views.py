@@ -15,11 +15,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.forms import TypedChoiceField
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from auctions.seats import seats_held
 from marketplace.selectors import client_devices_of
 from marketplace.services import client_device_register, client_device_remove
 from providers.models import RoutingPath
@@ -82,6 +84,9 @@ _REJECTION_FIELDS = {
     "invalid_split": "param",
     "bad_bpf": "bpf_filter",
     "invalid_pipeline": "pipeline",
+    "seat_required": "seat",
+    "seat_not_found": "seat",
+    "not_your_seat": "seat",
 }
 _SPEC_CODES = {"invalid_split", "bad_bpf", "invalid_pipeline"}
 
@@ -110,14 +115,29 @@ def job_list(request):
 
 def _job_form(request, data=None, files=None) -> JobForm:
     organization = request.organization
-    return JobForm(
+    now = timezone.now()
+    seats = list(seats_held(user=request.user, organization=organization, now=now))
+    # its own leases, and those it holds a seat on (e.g. a buying group's)
+    leases = list(leases_usable(organization, now=now, user=request.user))
+    form = JobForm(
         data,
         files,
-        leases=leases_usable(organization, now=timezone.now()),
+        leases=leases,
         profiles=profiles_of(organization),
         providers=providers_public(),
         max_upload_bytes=settings.JOB_UPLOAD_MAX_BYTES,
     )
+    if seats:
+        form.fields["seat"] = TypedChoiceField(
+            label="Seat",
+            coerce=int,
+            empty_value=None,
+            required=False,
+            choices=[("", "None: my own user seat, if the lease is shared by seats")]
+            + [(seat.pk, f"Lease {seat.lease_id}: seat of {seat.label}") for seat in seats],
+            help_text="Only for a lease shared by seats: the seat the job runs under.",
+        )
+    return form
 
 
 def _job_new_render(request, form, *, status=200, refused_upload="", failed_job=None):
@@ -177,12 +197,13 @@ def _job_new_checked(request):
             input_name=upload.name,
             spec=None if profile else form.spec(),
             profile=profile,
+            seat_id=form.cleaned_data.get("seat"),
         )
     except JobRejected as rejection:
         field = _REJECTION_FIELDS.get(rejection.code)
         if profile is not None and rejection.code in _SPEC_CODES:
             field = "profile"
-        form.add_error(field, rejection.message)
+        form.add_error(field if field in form.fields else None, rejection.message)
         return _job_new_render(request, form, status=400, failed_job=rejection.job)
     return redirect("job_detail", pk=job.pk)
 

@@ -87,6 +87,14 @@ class JobCreateSerializer(serializers.Serializer):
     lease = serializers.IntegerField(
         min_value=1, max_value=ID_MAX, help_text="Your lease to run the job under, running now."
     )
+    seat = serializers.IntegerField(
+        min_value=1,
+        max_value=ID_MAX,
+        required=False,
+        help_text="On a lease shared by seats: the id of the seat you hold to run the job under "
+        "(see `/leases/{id}/seats/`); without it, your own user seat. A seat holder of another "
+        "organization runs jobs on the lease this way.",
+    )
     profile = serializers.IntegerField(
         min_value=1,
         max_value=ID_MAX,
@@ -267,6 +275,11 @@ class JobSerializer(_LinksMixin, serializers.ModelSerializer):
 
     url = serializers.SerializerMethodField()
     lease = serializers.IntegerField(source="lease_id", allow_null=True)
+    seat = serializers.IntegerField(
+        source="seat_id",
+        allow_null=True,
+        help_text="The lease's seat the job runs under; null on a lease without seats.",
+    )
     profile = serializers.IntegerField(source="profile_id", allow_null=True)
     method = serializers.ChoiceField(choices=METHOD_CHOICES)
     status = serializers.ChoiceField(choices=JobStatus.choices)
@@ -286,6 +299,7 @@ class JobSerializer(_LinksMixin, serializers.ModelSerializer):
             "id",
             "url",
             "lease",
+            "seat",
             "profile",
             "method",
             "param",

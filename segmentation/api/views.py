@@ -66,6 +66,10 @@ from segmentation.uploads import upload_announced_too_large, uploaded_chunks
 REJECTION_STATUS = {
     "lease_not_found": status.HTTP_404_NOT_FOUND,
     "profile_not_found": status.HTTP_404_NOT_FOUND,
+    # a lease shared by seats (auctions.seats)
+    "seat_not_found": status.HTTP_404_NOT_FOUND,
+    "not_your_seat": status.HTTP_403_FORBIDDEN,
+    "seat_required": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "lease_ended": status.HTTP_409_CONFLICT,
     "lease_not_started": status.HTTP_409_CONFLICT,
     "provider_suspended": status.HTTP_409_CONFLICT,
@@ -179,6 +183,10 @@ CAPTURE_RESPONSE = {
             "running now, with one of your segmentation profiles or a split method and a "
             "processing pipeline. The job is queued and runs in the exchange's workers and at "
             "partners; follow it here or on `/ws/jobs/{id}/`.\n\n"
+            "Once a lease is shared by seats (`/leases/{id}/seats/`), a job runs under a seat "
+            "the caller holds: name it in `seat`, or run it under your own user seat. A seat "
+            "holder of another organization submits jobs on the lease the same way; without "
+            "a seat it is a 404 `lease_not_found`, as for any lease not yours.\n\n"
             "A refused submission is recorded as a failed job with the reason: the problem "
             "names it in `job` and `job_url`. An upload announcing a size over the limit is "
             "refused before it is read (413 `upload_too_large`, no job). With an "
@@ -195,12 +203,15 @@ CAPTURE_RESPONSE = {
             413,
             422,
             s400="`validation_failed`: a field is missing or malformed (see `errors`).",
-            s403=ORGANIZATION_403,
-            s404="`lease_not_found` (no lease of yours has this id) or `profile_not_found`.",
+            s403="`organization_required` (you act for no organization), "
+            "`insufficient_scope`, or `not_your_seat` (the `seat` is someone else's).",
+            s404="`lease_not_found` (no lease of yours, nor one you hold a seat on, has this "
+            "id), `profile_not_found`, or `seat_not_found` (not an active seat of the lease).",
             s409="`lease_ended`, `lease_not_started`, `provider_suspended` (the lease's "
             "provider), or `idempotency_in_progress`.",
             s413="`upload_too_large`: the capture is over the upload limit.",
-            s422="`not_a_capture` (not pcap or pcapng, or empty), `bad_bpf`, `invalid_split` "
+            s422="`seat_required` (the lease is shared by seats: name one you hold), "
+            "`not_a_capture` (not pcap or pcapng, or empty), `bad_bpf`, `invalid_split` "
             "(the method's parameter), `invalid_pipeline` (a step or the preferred "
             "providers), or `idempotency_key_reused`.",
         ),
@@ -332,6 +343,7 @@ class JobViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.Gener
                 input_name=upload.name,
                 spec=spec,
                 profile=profile,
+                seat_id=values.get("seat"),
             )
         except JobRejected as rejection:
             return self.rejection_response(rejection)

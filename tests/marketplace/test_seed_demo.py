@@ -115,3 +115,24 @@ def test_the_demo_buyer_has_a_service_request_answered_by_every_demo_provider(
     assert owner.login(email="buyer@acme.demo", password=DEMO_PASSWORD)
     page = owner.get(f"/requests/{service_request.pk}/").content.decode()
     assert 'data-testid="plan-drawing"' in page
+
+
+def test_the_demo_buying_group_has_two_payers_a_sponsored_handset_and_an_offer(
+    django_capture_on_commit_callbacks,
+):
+    from auctions.groups import bid_limit_of, offer_standing
+    from auctions.models import BuyingGroup
+
+    with django_capture_on_commit_callbacks(execute=False):
+        call_command("seed_demo")
+        call_command("seed_demo")
+    (group,) = BuyingGroup.objects.all()
+    roles = sorted(group.members.values_list("kind", "role"))
+    assert roles == [("phone", "sponsored"), ("user", "payer"), ("user", "payer")]
+    assert bid_limit_of(group) == 80_000
+    (offer,) = group.offers.all()
+    assert offer_standing(offer).tipped is False  # open for the payers to accept
+    founder = Client()
+    assert founder.login(email="buyer@acme.demo", password=DEMO_PASSWORD)
+    page = founder.get(f"/groups/{group.pk}/").content.decode()
+    assert "+14155550199" in page and "600.00 USD" in page

@@ -6,7 +6,7 @@ Running it again changes nothing that is already there (it looks objects up by t
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from auctions.demo import demo_auctions_ensure
+from auctions.demo import demo_auctions_ensure, demo_group_ensure
 from billing.demo import DemoCardUnavailable, demo_card_ensure
 from billing.payments import PaymentRefused
 from marketplace.models import Membership, Organization, OrganizationKind, Role, User
@@ -162,6 +162,7 @@ class Command(BaseCommand):
         created = demo_auctions_ensure(providers=providers, buyers=buyers)
         lease = demo_lease_ensure(provider=providers[0], buyer=buyers[0])
         service_request = demo_service_request_ensure(providers=providers, buyer=buyers[0])
+        group, offer = demo_group_ensure(provider=providers[1], buyers=buyers)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
             f"{buyers[0].name} holds lease {lease.pk} of a {providers[0]} block until "
@@ -172,6 +173,12 @@ class Command(BaseCommand):
                 f"{buyers[0].name}'s service request {service_request.pk} has answers from "
                 f"{service_request.availability.count()} providers: its plan is at "
                 f"/requests/{service_request.pk}/."
+            )
+        if group is not None:
+            self.stdout.write(
+                f"The buying group {group} (its two buyers pay, a handset is sponsored) has an "
+                f"offer from {offer.provider} until {offer.deadline:%H:%M} UTC: "
+                f"/groups/{group.pk}/."
             )
         if created:
             self.stdout.write(
