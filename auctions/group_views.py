@@ -69,6 +69,7 @@ from auctions.seats import (
     seat_release,
     seat_usage,
     seats_active,
+    seats_held,
     seats_manageable,
 )
 from marketplace.models import MANAGING_ROLES, ClientDevice, OrganizationKind
@@ -142,7 +143,10 @@ def _limit_text(limit: int | None, currency: str) -> str:
     if limit is None:
         return "no limit"
     if limit == 0:
-        return f"{money_format(0, currency)} (no payer yet)"
+        return (
+            f"{money_format(0, currency)} (the payers' pledges cover no price yet: shares must "
+            "reach 100 %, or caps cover the rest)"
+        )
     return money_format(limit, currency)
 
 
@@ -671,6 +675,18 @@ def lease_seats(request, pk):
                 messages.success(request, f"A seat is assigned to {seat.label}.")
                 return redirect("lease_seats", pk=lease.pk)
     usage = seat_usage(lease)
+    active = list(seats_active(lease))
+    insider = membership_get(user=request.user, organization=lease.winner) is not None
+    if not insider:
+        # a holder from outside sees its own seats only, not who else holds the others
+        held = set(
+            seats_held(user=request.user, organization=request.organization)
+            .filter(lease=lease)
+            .values_list("pk", flat=True)
+        )
+        shown = [seat for seat in active if seat.pk in held]
+    else:
+        shown = active
     seats = [
         {
             "seat": seat,
@@ -679,7 +695,7 @@ def lease_seats(request, pk):
             or (seat.kind == MemberKind.USER and seat.user_id == request.user.pk),
             "mine": seat.kind == MemberKind.USER and seat.user_id == request.user.pk,
         }
-        for seat in seats_active(lease)
+        for seat in shown
     ]
     group = group_of(lease.winner)
     return render(
@@ -692,7 +708,8 @@ def lease_seats(request, pk):
             if group and groups_of(request.user).filter(pk=group.pk).exists()
             else None,
             "seats": seats,
-            "free": max(lease.block.seats - len(seats), 0),
+            "taken": len(active),
+            "free": max(lease.block.seats - len(active), 0),
             "manager": manager,
             "form": form,
             "ended": lease.ends_at <= timezone.now(),

@@ -14,6 +14,7 @@ without a cap). Charges are split by billing.shares when billed; nothing here mo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,6 +56,8 @@ from marketplace.models import (
 from marketplace.money import money_format
 from marketplace.services import audit_log_record
 from providers.models import ProviderProfile, ProviderStatus
+
+logger = logging.getLogger(__name__)
 
 NAME_MAX = 200
 ACTIVE = MemberStatus.ACTIVE
@@ -123,9 +126,16 @@ def bid_limit_of(group: BuyingGroup) -> int | None:
 
 
 def is_group_admin(group: BuyingGroup, user) -> bool:
-    return Membership.objects.filter(
-        organization=group.organization, user=user, role__in=(Role.OWNER, Role.ADMIN)
-    ).exists()
+    """An active user member made admin, who manages the group's organization (both: an
+    organization invitation alone never makes a group admin)."""
+    if user is None or not getattr(user, "is_authenticated", False) or user.pk is None:
+        return False
+    return (
+        Membership.objects.filter(
+            organization=group.organization, user=user, role__in=(Role.OWNER, Role.ADMIN)
+        ).exists()
+        and group.members.filter(user=user, status=ACTIVE, is_admin=True).exists()
+    )
 
 
 def invitations_for(user: User) -> QuerySet[GroupMember]:
@@ -167,8 +177,14 @@ class OfferStanding:
 
 
 def offer_standing(offer: GroupOffer) -> OfferStanding:
-    members = [a.member for a in offer.acceptances.select_related("member")]
-    payers = [m for m in members if m.status == ACTIVE and m.role == MemberRole.PAYER]
+    from billing.payments import card_on_file
+
+    members = [a.member for a in offer.acceptances.select_related("member__paying_organization")]
+    payers = [
+        m
+        for m in members
+        if m.status == ACTIVE and m.role == MemberRole.PAYER and card_on_file(m.paying_organization)
+    ]
     pledged = group_limit([pledge_of(m) for m in payers]) if payers else 0
     return OfferStanding(pledged_minor=pledged, price_minor=offer.price_minor, accepted=len(payers))
 
@@ -516,6 +532,7 @@ def pledge_update(
         kind=member.kind,
     )
     _shares_fit(group, member, pledge["share_bps"])
+    _commitments_kept(group, member, pledge)
     for field, value in pledge.items():
         setattr(member, field, value)
     member.save()
@@ -548,11 +565,12 @@ def member_remove(*, member: GroupMember, by: User) -> GroupMember:
         and not group.members.filter(status=ACTIVE, is_admin=True).exclude(pk=member.pk).exists()
     ):
         raise GroupRefused("last_admin", "Make another member admin before the last one goes.")
+    if member.status == ACTIVE and member.role == MemberRole.PAYER:
+        _commitments_kept(group, member, None)
     member.status = MemberStatus.LEFT
     member.is_admin = False
     member.save(update_fields=["status", "is_admin"])
-    if member.user_id:
-        Membership.objects.filter(user_id=member.user_id, organization=group.organization).delete()
+    _access_withdrawn(group, member)
     audit_log_record(
         action="group.member_removed",
         actor=by,
@@ -587,6 +605,52 @@ def member_admin_set(*, member: GroupMember, by: User, is_admin: bool) -> GroupM
     return member
 
 
+def _commitments_kept(group: BuyingGroup, member: GroupMember, pledge: dict | None) -> None:
+    """A payer may lower its pledge, become sponsored or leave only if the payers still cover
+    what the group has committed to: the highest (hidden maximum) bid it leads with on an
+    auction not closed yet. `pledge` None: the member leaves."""
+    from auctions.models import LIVE_STATUSES
+
+    led = Auction.objects.filter(leader=group.organization, status__in=LIVE_STATUSES)
+    committed = max((a.leader_max_minor or a.current_price_minor or 0 for a in led), default=0)
+    if not committed:
+        return
+    pledges = [pledge_of(m) for m in payers_of(group) if m.pk != member.pk]
+    if pledge is not None and pledge["role"] == MemberRole.PAYER:
+        pledges.append(Pledge(share_bps=pledge["share_bps"], cap_minor=pledge["cap_minor"]))
+    limit = group_limit(pledges)
+    if limit is not None and limit < committed:
+        raise GroupRefused(
+            "pledge_committed",
+            f"{group} leads an auction with up to {money_format(committed, group.currency)}: "
+            f"the payers would cover only {money_format(limit, group.currency)}. Change it "
+            "once the auction is over.",
+        )
+
+
+def _access_withdrawn(group: BuyingGroup, member: GroupMember) -> None:
+    """A member who leaves loses what came with membership: its place in the group's
+    organization, the API keys it made for it, and its seats on the group's leases."""
+    from auctions.models import LeaseSeat
+    from marketplace.models import ApiKey
+
+    now = timezone.now()
+    if member.user_id:
+        Membership.objects.filter(user_id=member.user_id, organization=group.organization).delete()
+        ApiKey.objects.filter(
+            organization=group.organization, created_by_id=member.user_id, revoked_at__isnull=True
+        ).update(revoked_at=now)
+    seats = LeaseSeat.objects.filter(lease__winner=group.organization, released_at__isnull=True)
+    if member.kind == MemberKind.USER and member.user_id:
+        seats.filter(kind=MemberKind.USER, user_id=member.user_id).update(released_at=now)
+    elif member.kind == MemberKind.DEVICE:
+        seats.filter(kind=MemberKind.DEVICE, device_id=member.device_id).update(released_at=now)
+    elif member.kind == MemberKind.PHONE:
+        seats.filter(kind=MemberKind.PHONE, phone_number=member.phone_number).update(
+            released_at=now
+        )
+
+
 # --- bidding -------------------------------------------------------------------------------------
 
 
@@ -612,6 +676,17 @@ def group_bidder_check(*, bidder: Organization, user: User) -> BuyingGroup:
             "payer_card_required",
             f"These payers have no card on file yet: {', '.join(missing)}.",
         )
+    # a payer with too many unpaid leases may not commit more through the group
+    from auctions.services import billing_standing_check
+
+    for paying in {m.paying_organization for m in payers}:
+        try:
+            billing_standing_check(paying)
+        except BidRejected as exc:
+            raise BidRejected(
+                "payer_unpaid_leases",
+                f"A payer of {group} ({paying.name}) has unpaid leases: {exc.message}",
+            ) from None
     return group
 
 
@@ -623,6 +698,8 @@ def group_amounts_check(*, bidder: Organization, currency: str, amounts: list[in
     group = group_of(bidder)
     if group is None:
         return
+    # locked: a pledge cannot be lowered under this bid while it is placed
+    group = _group_locked(group)
     if currency != group.currency:
         raise BidRejected(
             "group_currency",
@@ -757,6 +834,13 @@ def group_offer_accept(*, offer: GroupOffer, member: GroupMember, by: User) -> O
         raise GroupRefused("payer_only", "Only the group's payers accept offers.")
     if offer.status != GroupOfferStatus.OPEN or offer.deadline <= timezone.now():
         raise GroupRefused("offer_closed", "This offer is no longer open.")
+    from billing.payments import card_on_file
+
+    if not card_on_file(member.paying_organization):
+        raise GroupRefused(
+            "payer_card_required",
+            "Add a card on file for the paying organization before accepting (Billing → Cards).",
+        )
     _, created = GroupOfferAcceptance.objects.get_or_create(offer=offer, member=member)
     if created:
         audit_log_record(
@@ -797,17 +881,26 @@ def group_offers_decide(*, now: datetime | None = None) -> int:
             "pk", flat=True
         )
     )
+    decided = 0
     for pk in due:
-        group_offer_decide(offer_id=pk, now=now)
-    return len(due)
+        try:
+            group_offer_decide(offer_id=pk, now=now)
+        except Exception:  # one offer's failure never stops the others
+            logger.exception("Offer %s to a group could not be decided", pk)
+            continue
+        decided += 1
+    return decided
 
 
 @transaction.atomic
 def group_offer_decide(*, offer_id: int, now: datetime | None = None) -> GroupOffer:
+    from billing.payments import card_on_file
+
     now = now or timezone.now()
     offer = GroupOffer.objects.select_for_update().select_related("group").get(pk=offer_id)
     if offer.status != GroupOfferStatus.OPEN or offer.deadline > now:
         return offer
+    _group_locked(offer.group)  # the pledges read below hold until the lease is made
     block = ServiceBlock.objects.select_for_update().get(pk=offer.block_id)
     standing = offer_standing(offer)
     leased = Lease.objects.filter(block=block).exists()
@@ -827,7 +920,9 @@ def group_offer_decide(*, offer_id: int, now: datetime | None = None) -> GroupOf
         accepting = [
             a.member
             for a in offer.acceptances.select_related("member__paying_organization")
-            if a.member.status == ACTIVE and a.member.role == MemberRole.PAYER
+            if a.member.status == ACTIVE
+            and a.member.role == MemberRole.PAYER
+            and card_on_file(a.member.paying_organization)
         ]
         lease_shares_record(lease=lease, accepting=accepting)
         audit_log_record(

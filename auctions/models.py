@@ -261,7 +261,12 @@ class Lease(models.Model):
                 condition=(Q(auction__isnull=False) & Q(group_offer__isnull=True))
                 | (Q(auction__isnull=True) & Q(group_offer__isnull=False)),
                 name="lease_from_auction_or_group_offer",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["block"],
+                name="lease_one_per_block",
+                violation_error_message="This block is leased already.",
+            ),
         ]
 
     def __str__(self):

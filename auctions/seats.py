@@ -6,7 +6,8 @@ under a seat, and their usage is attributed to it.
 Who may hold a seat: on a buying group's lease, its active members (users, devices, numbers);
 on an ordinary buyer's lease, its members, its client devices, and any telephone number.
 Who runs a job under a seat: a user seat, that user; a device seat, its organization; a
-telephone seat, an organization with a client device of that number.
+telephone seat, the leaseholder or an organization in its group (a member, a member's
+organization or a payer) with a client device of that number: a number proves nothing alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from auctions.groups import GroupRefused, group_of, phone_number_checked
-from auctions.models import GroupMember, Lease, LeaseSeat, MemberKind, MemberStatus
+from auctions.models import (
+    BuyingGroup,
+    GroupMember,
+    Lease,
+    LeaseSeat,
+    MemberKind,
+    MemberStatus,
+)
 from marketplace.models import ClientDevice, Membership, Organization, Role, User
 from marketplace.services import audit_log_record
 
@@ -173,8 +181,19 @@ def _held_by(seats, *, user: User | None, organization: Organization | None):
     held = Q(pk__in=[])
     if organization is not None:
         phones = ClientDevice.objects.filter(organization=organization).exclude(phone_number="")
-        held |= Q(kind=MemberKind.DEVICE, device__organization=organization) | Q(
-            kind=MemberKind.PHONE, phone_number__in=phones.values("phone_number")
+        # a number is nobody's proof of identity: its seat is used only by the leaseholder's
+        # devices, or by those of an organization in the group holding the lease
+        related = BuyingGroup.objects.filter(members__status=MemberStatus.ACTIVE).filter(
+            Q(members__paying_organization=organization)
+            | Q(members__device__organization=organization)
+            | Q(members__user__memberships__organization=organization)
+        )
+        held |= Q(kind=MemberKind.DEVICE, device__organization=organization) | (
+            Q(kind=MemberKind.PHONE, phone_number__in=phones.values("phone_number"))
+            & (
+                Q(lease__winner=organization)
+                | Q(lease__winner__in=related.values("organization_id"))
+            )
         )
     if user is not None and user.is_authenticated:
         held |= Q(kind=MemberKind.USER, user=user)

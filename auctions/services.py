@@ -32,6 +32,8 @@ from auctions.models import (
     AuctionStatus,
     Bid,
     BidChannel,
+    GroupOffer,
+    GroupOfferStatus,
     Lease,
     ServiceBlock,
     default_increment_bands,
@@ -254,6 +256,13 @@ def auction_build(
         )
     if soft_close_seconds < 0 or max_extension_seconds < 0:
         raise ValidationError({"soft_close_seconds": "Durations cannot be negative."})
+    if block.pk is not None and Lease.objects.filter(block=block).exists():
+        raise ValidationError({"block": "This block is leased already."})
+    if (
+        block.pk is not None
+        and GroupOffer.objects.filter(block=block, status=GroupOfferStatus.OPEN).exists()
+    ):
+        raise ValidationError({"block": "This block is offered to a buying group."})
     bands = increment_bands_validate(
         increment_bands if increment_bands is not None else default_increment_bands()
     )
@@ -278,6 +287,8 @@ def auction_build(
 @transaction.atomic
 def auction_create(*, block: ServiceBlock, **fields) -> Auction:
     """Put a block up for auction (see `auction_build` for the rules)."""
+    # the block locked: an offer to a group of the same block waits, then sees the auction
+    block = ServiceBlock.objects.select_for_update().get(pk=block.pk)
     auction = auction_build(block=block, **fields)
     auction.save()
     return auction

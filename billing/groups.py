@@ -21,7 +21,7 @@ from django.db.models import Exists, OuterRef
 
 from auctions.models import LeaseShare, MemberRole
 from billing.models import LineItem, LineItemKind
-from billing.shares import Pledge, SplitImpossible, split_charge, sponsorship_split
+from billing.shares import Pledge, SplitImpossible, apportion, split_charge, sponsorship_split
 from marketplace.models import OrganizationKind
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,21 @@ def group_lines_split() -> int:
     return split
 
 
+def _paid_for_lease(lease_id: int | None) -> dict[int, int]:
+    """Per payer member: what it was billed for the lease's price (its part and the
+    sponsorship it carried), from the split of the group's auction line."""
+    paid: dict[int, int] = {}
+    if lease_id is None:
+        return paid
+    shares = LineItem.objects.filter(
+        group_line__lease_id=lease_id, group_line__kind=LineItemKind.AUCTION
+    ).values_list("source", "amount_minor")
+    for source, amount in shares:
+        member_id = int(source.split(":")[2])  # share:<line>:<payer> or sponsor:<line>:<payer>:…
+        paid[member_id] = paid.get(member_id, 0) + amount
+    return paid
+
+
 def _presentation_of(organization_id: int, cache: dict) -> str:
     from billing.statements import _presentation_of as presentation
 
@@ -51,7 +66,9 @@ def _presentation_of(organization_id: int, cache: dict) -> str:
 @transaction.atomic
 def _line_split(line_pk: int) -> bool:
     line = (
-        LineItem.objects.select_for_update().select_related("organization", "lease").get(pk=line_pk)
+        LineItem.objects.select_for_update(of=("self",))
+        .select_related("organization", "lease")
+        .get(pk=line_pk)
     )
     if line.shares.exists():
         return False  # split by another run meanwhile
@@ -66,8 +83,13 @@ def _line_split(line_pk: int) -> bool:
         logger.error("Group line %s (%s) has no payer to split it between", line.pk, line.source)
         return False
     pledges = [Pledge(share_bps=s.share_bps, cap_minor=s.cap_minor) for s in payers]
+    paid = _paid_for_lease(line.lease_id) if line.amount_minor < 0 else {}
     try:
-        parts = split_charge(line.amount_minor, pledges, caps=line.kind == LineItemKind.AUCTION)
+        if any(paid.get(s.member_id, 0) > 0 for s in payers):
+            # a credit goes back in proportion to what each payer paid for the lease
+            parts = apportion(line.amount_minor, [paid.get(s.member_id, 0) for s in payers])
+        else:
+            parts = split_charge(line.amount_minor, pledges, caps=line.kind == LineItemKind.AUCTION)
     except SplitImpossible as exc:
         logger.error("Group line %s cannot be split: %s", line.pk, exc)
         return False

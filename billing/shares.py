@@ -7,12 +7,14 @@ pledged only a cap share what is left of 100 % (if anything), in proportion to t
 If no weight is left at all (shares of 0, or all of 100 % taken by others), the payers with
 room left take the rest in proportion to their caps.
 
-**Caps.** A lease's price is split in proportion to the weights; a payer whose part would pass
-its cap pays its cap, and the excess is split again among the others, in proportion to their
-weights (or, when none of them has weight, to the room left under their caps), until nothing
-is left. Nobody ever pays more than its cap. A price above the sum of the caps cannot be split
-(the group's bid limit is that sum, so a won price never is). Usage and credits are split by
-the weights alone (`caps=False`).
+**Ceilings.** A payer never pays more of a lease's price than its ceiling: its cap, and its
+share of the price, whichever is lower (a share is a promise of that part, not more). The price
+is split in proportion to the weights; a payer whose part would pass its ceiling pays its
+ceiling, and the excess is split again among the others, in proportion to their weights (or,
+when none of them has weight, to the room left under their ceilings), until nothing is left.
+A price the ceilings cannot cover cannot be split: the group's bid limit (`group_limit`) is the
+largest price they cover, so a won price always can. Usage is split by the weights alone
+(`caps=False`); credits by what each payer paid of the lease (billing.groups).
 
 **Rounding** (largest remainder, deterministic): every payer first gets the whole minor units
 of its exact part; the units left over (fewer than the number of payers) go one each to the
@@ -100,9 +102,21 @@ def weights_of(pledges: Sequence[Pledge]) -> list[Fraction]:
     return weights
 
 
+def ceiling_of(pledge: Pledge, amount: Fraction | int) -> Fraction:
+    """The most a payer pays of `amount`: its cap, and its share of the amount, whichever is
+    lower (a pledge has at least one of them)."""
+    ceilings = []
+    if pledge.cap_minor is not None:
+        ceilings.append(Fraction(pledge.cap_minor))
+    if pledge.share_bps is not None:
+        ceilings.append(Fraction(amount) * pledge.share_bps / FULL_SHARE_BPS)
+    return min(ceilings)
+
+
 def split_charge(amount: int, pledges: Sequence[Pledge], *, caps: bool = True) -> list[int]:
-    """What each payer pays of `amount` (minor units, any sign; caps apply to charges only).
-    Raises SplitImpossible when a charge exceeds the sum of the caps, or nobody can pay."""
+    """What each payer pays of `amount` (minor units, any sign). A charge with `caps` never
+    puts more on a payer than its ceiling (`ceiling_of`); without, and for credits, it is
+    split by the weights alone. Raises SplitImpossible when the ceilings cannot cover it."""
     if not pledges:
         raise SplitImpossible("The group has no payer.")
     weights = weights_of(pledges)
@@ -110,54 +124,61 @@ def split_charge(amount: int, pledges: Sequence[Pledge], *, caps: bool = True) -
         if sum(weights) == 0:
             return apportion(amount, [1] * len(pledges))
         return apportion(amount, weights)
-    limit = group_limit(pledges)
-    if limit is not None and amount > limit:
+    ceilings = [ceiling_of(pledge, amount) for pledge in pledges]
+    if sum(ceilings) < amount:
         raise SplitImpossible(
-            f"{amount} is more than the payers' caps together ({limit}): it cannot be split."
+            f"{amount} is more than the payers' pledges cover ({group_limit(pledges)} at "
+            "most): it cannot be split."
         )
-    exact = _water_filled(Fraction(amount), pledges, weights)
+    exact = _water_filled(Fraction(amount), ceilings, weights)
     return _rounded(exact, amount)
 
 
-def _water_filled(amount: Fraction, pledges: Sequence[Pledge], weights) -> list[Fraction]:
-    parts = [Fraction(0)] * len(pledges)
-    open_ = set(range(len(pledges)))
+def _water_filled(amount: Fraction, ceilings: Sequence[Fraction], weights) -> list[Fraction]:
+    """Parts of `amount` in proportion to the weights, none above its ceiling: whoever
+    reaches its ceiling stops, the others share the rest; when nobody with weight has room,
+    the rest goes by room left."""
+    parts = [Fraction(0)] * len(ceilings)
+    open_ = {i for i in range(len(ceilings)) if ceilings[i] > 0}
     left = amount
     while left > 0:
-        room = {
-            i: (None if pledges[i].cap_minor is None else pledges[i].cap_minor - parts[i])
-            for i in open_
-        }
-        by_weight = {i: weights[i] for i in open_ if weights[i] > 0}
-        if by_weight:
-            basis = by_weight
-        else:  # nobody with weight has room: the rest by room left under the caps
-            basis = {i: r for i, r in room.items() if r is None or r > 0}
-            if any(r is None for r in basis.values()):
-                basis = {i: Fraction(1) for i, r in basis.items() if r is None}
+        room = {i: ceilings[i] - parts[i] for i in open_}
+        basis = {i: weights[i] for i in open_ if weights[i] > 0} or dict(room)
         total = sum(basis.values())
         if not basis or total <= 0:
             raise SplitImpossible("Nobody has room left to pay.")
-        # the largest step that fills no cap past its room
-        step = left
-        for i, weight in basis.items():
-            if room[i] is not None:
-                step = min(step, room[i] * total / weight)
+        # the largest step that fills nobody past its ceiling
+        step = min([left] + [room[i] * total / weight for i, weight in basis.items()])
         for i, weight in basis.items():
             parts[i] += step * weight / total
         left -= step
-        for i in list(open_):
-            if pledges[i].cap_minor is not None and parts[i] >= pledges[i].cap_minor:
-                open_.discard(i)
+        open_ = {i for i in open_ if parts[i] < ceilings[i]}
     return parts
 
 
 def group_limit(pledges: Sequence[Pledge]) -> int | None:
-    """The most the payers pay together for one lease: the sum of their caps; None (no limit)
-    when a payer pledged a share without a cap."""
-    if any(pledge.cap_minor is None for pledge in pledges):
+    """The most the payers pay together for one lease: the largest whole price their
+    ceilings cover; None (no limit) when payers who pledged shares without caps pledged
+    100 % between them. 0 without payers."""
+    if not pledges:
+        return 0
+    uncapped_share = sum(
+        p.share_bps for p in pledges if p.cap_minor is None and p.share_bps is not None
+    )
+    if uncapped_share >= FULL_SHARE_BPS:
         return None
-    return sum(pledge.cap_minor for pledge in pledges)
+    caps = sum(p.cap_minor for p in pledges if p.cap_minor is not None)
+    # the ceilings grow more slowly than the price (the shares add up to 100 % at most), so
+    # the covered prices are 0 up to the limit: the largest is found by bisection
+    low = 0
+    high = int(Fraction(caps) / (1 - Fraction(uncapped_share, FULL_SHARE_BPS))) + 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(ceiling_of(p, middle) for p in pledges) >= middle:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def sponsorship_split(

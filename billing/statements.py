@@ -195,9 +195,11 @@ def _credit_capped(breach: SlaBreach, credited: dict[int, int]) -> int:
     lease = breach.lease
     if lease.pk not in credited:
         credited[lease.pk] = -(
-            LineItem.objects.filter(lease=lease, kind=LineItemKind.SLA_CREDIT).aggregate(
-                total=Sum("amount_minor")
-            )["total"]
+            # the lease's own credits (a group's payers' shares of them count once, as the
+            # group's line)
+            LineItem.objects.filter(
+                lease=lease, kind=LineItemKind.SLA_CREDIT, group_line__isnull=True
+            ).aggregate(total=Sum("amount_minor"))["total"]
             or 0
         )
     room = max(0, lease.price_minor - credited[lease.pk])

@@ -104,6 +104,12 @@ def invitation_create(
     The e-mail goes out after commit, so a rolled-back invitation never reaches anyone.
     """
     _assert_manager(user=invited_by, organization=organization)
+    if organization.kind == OrganizationKind.GROUP:
+        # a buying group's people come in through the group's own invitations (its members,
+        # payers and admins have rules an organization invitation would bypass)
+        raise ValidationError(
+            {"email": "Invite members of a buying group from the group's page (/groups/)."}
+        )
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     if (
@@ -297,5 +303,19 @@ def client_device_register(
 
 
 def client_device_remove(*, device: ClientDevice) -> None:
-    """Forget a device; its past service requests keep their record, without the device."""
+    """Forget a device; its past service requests keep their record, without the device. A
+    device that is (or was) in a buying group or held a seat that ran jobs stays: the group's
+    and the jobs' records name it."""
+    from auctions.models import GroupMember, LeaseSeat
+
+    if (
+        GroupMember.objects.filter(device=device).exists()
+        or LeaseSeat.objects.filter(device=device, jobs__isnull=False).exists()
+    ):
+        raise ValidationError(
+            {
+                "device": f"{device.name} is in a buying group or ran jobs under a seat: it "
+                "stays on record. Leave the group or release its seats instead."
+            }
+        )
     device.delete()

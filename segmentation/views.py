@@ -564,8 +564,12 @@ def client_device_list(request):
             device = client_devices_of(organization=organization).filter(pk=pk).first()
             if device is None:
                 raise Http404("No such device.")
-            client_device_remove(device=device)
-            messages.success(request, f"{device.name} removed.")
+            try:
+                client_device_remove(device=device)
+            except ValidationError as error:
+                messages.error(request, " ".join(error.messages))
+            else:
+                messages.success(request, f"{device.name} removed.")
             return redirect("client_device_list")
         if form.is_valid():
             try:

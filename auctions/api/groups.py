@@ -13,11 +13,13 @@ client device, a group, a block) are looked up among those the caller may name, 
 never tells anything about another organization's objects.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -115,6 +117,8 @@ REFUSAL_STATUS = {
     "already_seated": status.HTTP_409_CONFLICT,
     "already_released": status.HTTP_409_CONFLICT,
     "lease_ended": status.HTTP_409_CONFLICT,
+    "pledge_committed": status.HTTP_409_CONFLICT,
+    "payer_card_required": status.HTTP_403_FORBIDDEN,
 }
 
 
@@ -124,6 +128,15 @@ def refusal_problem(refusal: GroupRefused) -> Problem:
         code=refusal.code,
         status_code=REFUSAL_STATUS.get(refusal.code, status.HTTP_422_UNPROCESSABLE_ENTITY),
     )
+
+
+@contextmanager
+def refusals_as_problems() -> Iterator[None]:
+    """Around a call of a service: its refusal becomes the problem with the refusal's code."""
+    try:
+        yield
+    except GroupRefused as refusal:
+        raise refusal_problem(refusal) from None
 
 
 def not_found(code: str, detail: str) -> Problem:
@@ -137,6 +150,24 @@ def id_of(value) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if 0 < number <= ID_MAX else None
+
+
+def one_of[M: Model](objects: QuerySet[M], value, code: str, detail: str) -> M:
+    """The object of `objects` with the id `value`; else the problem 404 `code`."""
+    found = objects.filter(pk=id_of(value)).first()
+    if found is None:
+        raise not_found(code, detail)
+    return found
+
+
+GROUP_MISSING = ("group_not_found", "You are not in a group with this id.")
+
+
+def validated(serializer_class: type[serializers.Serializer], request, **kwargs) -> dict:
+    """The request's body as `serializer_class` validates it (else its validation error)."""
+    form = serializer_class(data=request.data, **kwargs)
+    form.is_valid(raise_exception=True)
+    return dict(form.validated_data)
 
 
 # --- who acts ------------------------------------------------------------------------------------
@@ -195,18 +226,26 @@ class ActsAsPerson:
         )
 
 
-def paying_organization_named(value, *, user: User) -> Organization | None:
-    """The paying organization of a pledge, among those the user manages: naming any other
-    organization is refused without telling whether it exists."""
+class ActingUserInContext:
+    """For viewsets of ActsAsPerson: serializers learn who "you" are (`my_member`, `you`)."""
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "acting_user": self.acting_user}
+
+
+def paying_organization_named(value, *, user: User, request=None) -> Organization | None:
+    """The paying organization of a pledge, among those the user manages (and, for an API
+    key, only the key's own organization: a key never commits another organization's money):
+    naming any other organization is refused without telling whether it exists."""
     if value is None:
         return None
-    organization = (
-        Organization.objects.filter(
-            pk=id_of(value), memberships__user=user, memberships__role__in=MANAGING_ROLES
-        )
-        .distinct()
-        .first()
+    candidates = Organization.objects.filter(
+        pk=id_of(value), memberships__user=user, memberships__role__in=MANAGING_ROLES
     )
+    principal = getattr(request, "user", None)
+    if isinstance(principal, ApiKeyPrincipal):
+        candidates = candidates.filter(pk=principal.organization.pk)
+    organization = candidates.distinct().first()
     if organization is None:
         raise Problem(
             f"Organization {value} is not one you manage: only its owners and admins pledge "
@@ -215,6 +254,16 @@ def paying_organization_named(value, *, user: User) -> Organization | None:
             status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
         )
     return organization
+
+
+def with_paying_organization(values: dict, *, user: User, request=None) -> dict:
+    """A pledge's values with its paying organization looked up (see above)."""
+    return {
+        **values,
+        "paying_organization": paying_organization_named(
+            values["paying_organization"], user=user, request=request
+        ),
+    }
 
 
 def email_checked(value: str) -> str:
@@ -229,11 +278,41 @@ def email_checked(value: str) -> str:
     return value
 
 
-def device_not_found(value) -> Problem:
-    return not_found("device_not_found", f"There is no client device {value} you may name here.")
+def device_named(devices: QuerySet[ClientDevice], value) -> ClientDevice:
+    """The client device `value` among those that may be named here; else a 404."""
+    return one_of(
+        devices, value, "device_not_found", f"There is no client device {value} you may name here."
+    )
 
 
 # --- serializers ---------------------------------------------------------------------------------
+
+OPTIONAL = {"required": False, "allow_null": True, "default": None}
+
+
+def id_field(**kwargs) -> serializers.IntegerField:
+    """An id in a request body."""
+    return serializers.IntegerField(min_value=1, max_value=ID_MAX, **kwargs)
+
+
+def kind_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=MemberKind.choices)
+
+
+def holder_label_field() -> serializers.CharField:
+    return serializers.CharField(
+        help_text="Who: the user's address, the device's name and identifier, or the number."
+    )
+
+
+def invited_at_field() -> serializers.DateTimeField:
+    return serializers.DateTimeField(source="created_at")
+
+
+def group_brief(group: BuyingGroup) -> dict:
+    """A group as an OrganizationBriefSerializer: its id, and its organization's slug and name."""
+    organization = group.organization
+    return {"id": group.pk, "slug": organization.slug, "name": organization.name}
 
 
 class OrganizationBriefSerializer(serializers.Serializer):
@@ -247,26 +326,18 @@ class PledgeSerializer(serializers.Serializer):
     buyer organizations it manages; a sponsored member pays nothing."""
 
     role = serializers.ChoiceField(choices=MemberRole.choices)
-    paying_organization = serializers.IntegerField(
-        min_value=1,
-        max_value=ID_MAX,
-        required=False,
-        allow_null=True,
-        default=None,
+    paying_organization = id_field(
+        **OPTIONAL,
         help_text="A payer's: the id of a buyer organization you own or administer, whose card "
         "pays its shares.",
     )
     share_bps = StrictIntegerField(
-        required=False,
-        allow_null=True,
-        default=None,
+        **OPTIONAL,
         help_text="A payer's share of a price in basis points, 1 to 10000 (100 %); the "
         "payers' shares together at most 10000.",
     )
     cap_minor = StrictIntegerField(
-        required=False,
-        allow_null=True,
-        default=None,
+        **OPTIONAL,
         help_text="The most a payer pays for one lease, in minor units of the group's "
         "currency; positive. The group's bid limit is the sum of its payers' caps.",
     )
@@ -357,16 +428,14 @@ class GroupMemberSerializer(serializers.ModelSerializer):
     """A user, client device or telephone number in a group, with its pledge."""
 
     group = serializers.IntegerField(source="group_id")
-    kind = serializers.ChoiceField(choices=MemberKind.choices)
-    label = serializers.CharField(
-        help_text="Who: the user's address, the device's name and identifier, or the number."
-    )
+    kind = kind_field()
+    label = holder_label_field()
     status = serializers.ChoiceField(choices=MemberStatus.choices)
     role = serializers.ChoiceField(
         choices=MemberRole.choices, help_text="An invitee chooses it when accepting."
     )
     paying_organization = OrganizationBriefSerializer(allow_null=True)
-    invited_at = serializers.DateTimeField(source="created_at")
+    invited_at = invited_at_field()
     you = serializers.SerializerMethodField(help_text="Whether this member is you (as a user).")
 
     class Meta:
@@ -397,13 +466,11 @@ class GroupMemberSerializer(serializers.ModelSerializer):
 class HolderSerializer(serializers.Serializer):
     """Who: a user by e-mail address, a client device by id, or a telephone number."""
 
-    kind = serializers.ChoiceField(choices=MemberKind.choices)
+    kind = kind_field()
     email = serializers.CharField(
         max_length=254, required=False, help_text="For `user`: the person's e-mail address."
     )
-    device = serializers.IntegerField(
-        min_value=1, max_value=ID_MAX, required=False, help_text="For `device`: its id."
-    )
+    device = id_field(required=False, help_text="For `device`: its id.")
     phone_number = serializers.CharField(
         max_length=32,
         required=False,
@@ -442,9 +509,9 @@ class InvitationSerializer(serializers.ModelSerializer):
     or administer."""
 
     group = serializers.SerializerMethodField()
-    kind = serializers.ChoiceField(choices=MemberKind.choices)
+    kind = kind_field()
     label = serializers.CharField(help_text="Who is invited: your address, or the device.")
-    invited_at = serializers.DateTimeField(source="created_at")
+    invited_at = invited_at_field()
 
     class Meta:
         model = GroupMember
@@ -453,8 +520,7 @@ class InvitationSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OrganizationBriefSerializer)
     def get_group(self, member: GroupMember) -> dict:
-        organization = member.group.organization
-        return {"id": member.group_id, "slug": organization.slug, "name": organization.name}
+        return group_brief(member.group)
 
 
 class StandingSerializer(serializers.Serializer):
@@ -477,12 +543,26 @@ class ProviderBriefSerializer(serializers.Serializer):
     name = serializers.CharField(source="legal_name")
 
 
-class OfferToGroupSerializer(serializers.ModelSerializer):
+# the fields both sides' serializers of an offer list: its terms, and how it ended
+OFFER_TERMS = ["block", "price_minor", "currency", "deadline", "message", "status"]
+OFFER_OUTCOME = ["lease", "created_at", "decided_at"]
+
+
+class OfferSerializerBase(serializers.ModelSerializer):
+    """What both sides see of an offer: its status and, once sold, its lease."""
+
+    status = serializers.ChoiceField(choices=GroupOfferStatus.choices)
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_lease(self, offer: GroupOffer) -> int | None:
+        return lease_of(offer)
+
+
+class OfferToGroupSerializer(OfferSerializerBase):
     """A provider's offer of a block to your group, with its standing."""
 
     provider = ProviderBriefSerializer()
     block = AuctionBlockSerializer()
-    status = serializers.ChoiceField(choices=GroupOfferStatus.choices)
     standing = serializers.SerializerMethodField()
     accepted_by = serializers.SerializerMethodField(help_text="Ids of the members who accepted.")
     lease = serializers.SerializerMethodField(
@@ -491,26 +571,8 @@ class OfferToGroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GroupOffer
-        fields = [
-            "id",
-            "provider",
-            "block",
-            "price_minor",
-            "currency",
-            "deadline",
-            "message",
-            "status",
-            "standing",
-            "accepted_by",
-            "lease",
-            "created_at",
-            "decided_at",
-        ]
+        fields = ["id", "provider", *OFFER_TERMS, "standing", "accepted_by", *OFFER_OUTCOME]
         read_only_fields = fields
-
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_lease(self, offer: GroupOffer) -> int | None:
-        return lease_of(offer)
 
     @extend_schema_field(StandingSerializer)
     def get_standing(self, offer: GroupOffer) -> dict:
@@ -538,24 +600,19 @@ def standing_of(offer: GroupOffer) -> dict:
 
 
 class OfferAcceptSerializer(serializers.Serializer):
-    member = serializers.IntegerField(
-        min_value=1,
-        max_value=ID_MAX,
-        required=False,
-        allow_null=True,
-        default=None,
+    member = id_field(
+        **OPTIONAL,
         help_text="The payer member who accepts (yours: you as a user, or a client device of "
         "an organization you manage); default: your own membership.",
     )
 
 
-class ProviderOfferSerializer(serializers.ModelSerializer):
+class ProviderOfferSerializer(OfferSerializerBase):
     """One of your offers to a group, as the provider sees it: whether it tipped, not the
     group's pledges."""
 
     group = serializers.SerializerMethodField()
     block = serializers.IntegerField(source="block_id")
-    status = serializers.ChoiceField(choices=GroupOfferStatus.choices)
     accepted = serializers.SerializerMethodField(help_text="Payers of the group who accepted.")
     tipped = serializers.SerializerMethodField(
         help_text="Their pledges cover the price: at the deadline the block is leased to the group."
@@ -564,27 +621,12 @@ class ProviderOfferSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GroupOffer
-        fields = [
-            "id",
-            "group",
-            "block",
-            "price_minor",
-            "currency",
-            "deadline",
-            "message",
-            "status",
-            "accepted",
-            "tipped",
-            "lease",
-            "created_at",
-            "decided_at",
-        ]
+        fields = ["id", "group", *OFFER_TERMS, "accepted", "tipped", *OFFER_OUTCOME]
         read_only_fields = fields
 
     @extend_schema_field(OrganizationBriefSerializer)
     def get_group(self, offer: GroupOffer) -> dict:
-        organization = offer.group.organization
-        return {"id": offer.group_id, "slug": organization.slug, "name": organization.name}
+        return group_brief(offer.group)
 
     @staticmethod
     def _standing(offer: GroupOffer) -> OfferStanding:
@@ -600,10 +642,6 @@ class ProviderOfferSerializer(serializers.ModelSerializer):
     def get_tipped(self, offer: GroupOffer) -> bool:
         return self._standing(offer).tipped
 
-    @extend_schema_field(serializers.IntegerField(allow_null=True))
-    def get_lease(self, offer: GroupOffer) -> int | None:
-        return lease_of(offer)
-
 
 class GroupOfferCreateSerializer(serializers.Serializer):
     """A provider's offer of one of its blocks to a buying group."""
@@ -611,9 +649,7 @@ class GroupOfferCreateSerializer(serializers.Serializer):
     group = serializers.CharField(
         max_length=80, help_text="The group's slug (its organization's) or id."
     )
-    block = serializers.IntegerField(
-        min_value=1, max_value=ID_MAX, help_text="One of your blocks (see /blocks/)."
-    )
+    block = id_field(help_text="One of your blocks (see /blocks/).")
     price_minor = StrictIntegerField(
         max_value=MINOR_UNITS_MAX,
         help_text="The price in minor units of the group's currency; positive.",
@@ -628,10 +664,8 @@ class SeatSerializer(serializers.ModelSerializer):
     """A seat held on a lease, with the jobs run under it and the bytes metered."""
 
     lease = serializers.IntegerField(source="lease_id")
-    kind = serializers.ChoiceField(choices=MemberKind.choices)
-    label = serializers.CharField(
-        help_text="Who: the user's address, the device's name and identifier, or the number."
-    )
+    kind = kind_field()
+    label = holder_label_field()
     jobs = serializers.SerializerMethodField(help_text="Jobs run under this seat.")
     bytes = serializers.SerializerMethodField(help_text="Bytes metered for them.")
 
@@ -697,10 +731,17 @@ LEASE_ID = OpenApiParameter("lease_id", int, OpenApiParameter.PATH, description=
 SEAT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The seat's id.")
 
 PRIVATE = (401, 403)
+# the problems of an action on one object, and of one that also takes a body
+CHANGE = (*PRIVATE, 404, 409)
+CHANGE_WITH_BODY = (400, *CHANGE, 422)
 PERSON_403 = "`insufficient_scope` for a read-only key, or `api_key_creator_left`"
 GROUP_404 = "`group_not_found`: you are not in a group with this id."
 MEMBER_404 = f"{GROUP_404[:-1]}; or `member_not_found` (no member of the group has this id)."
 IN_PROGRESS = "`idempotency_in_progress`: the first request with this key is still running."
+HOLDER_400 = (
+    "`validation_failed`: the field of the `kind` is missing, or another kind's is given (see "
+    "`errors`)."
+)
 PLEDGE_422 = (
     "`invalid_pledge` (a share is 1 to 10000 basis points, a cap positive, a payer pledges "
     "one of them), `shares_over_100` (the payers' shares would add up to more than 100 %), "
@@ -850,7 +891,50 @@ SEAT_EXAMPLE = OpenApiExample(
 )
 
 
+# --- viewsets ------------------------------------------------------------------------------------
+
+
+class ScopedViewSet(ActsAsPerson, viewsets.GenericViewSet):
+    """What the caller may see, `scoped_queryset()`: `list` pages through it, and `get_object`
+    finds the URL's id in it; any other id is the problem 404 `missing` (its code and detail),
+    as if the object did not exist. While the schema is generated, the queryset is empty."""
+
+    permission_classes = [ScopedAccess]
+    missing: tuple[str, str]
+
+    def scoped_queryset(self) -> QuerySet:
+        raise NotImplementedError
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return self.get_serializer_class().Meta.model.objects.none()
+        return self.scoped_queryset()
+
+    def get_object(self):
+        return one_of(self.get_queryset(), self.kwargs["pk"], *self.missing)
+
+    # no docstrings on the actions: the schema describes an action by its docstring
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class RetrieveMixin:
+    """For a ScopedViewSet: one object, by its id."""
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.get_serializer(self.get_object()).data)
+
+
 # --- groups --------------------------------------------------------------------------------------
+
+
+def with_active_members(groups: QuerySet[BuyingGroup]) -> QuerySet[BuyingGroup]:
+    """Groups counting their active members (`members_count`)."""
+    return groups.annotate(
+        active_members=Count("members", filter=Q(members__status=MemberStatus.ACTIVE))
+    )
 
 
 @extend_schema_view(
@@ -890,70 +974,36 @@ SEAT_EXAMPLE = OpenApiExample(
         examples=[GROUP_CREATE_EXAMPLE, GROUP_EXAMPLE],
     ),
 )
-class GroupViewSet(ActsAsPerson, viewsets.GenericViewSet):
+class GroupViewSet(ActingUserInContext, RetrieveMixin, ScopedViewSet):
     """The caller's buying groups; any other group is a 404."""
 
-    permission_classes = [ScopedAccess]
     serializer_class = GroupSerializer
+    missing = GROUP_MISSING
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return BuyingGroup.objects.none()
-        return self.visible_groups().annotate(
-            active_members=Count("members", filter=Q(members__status=MemberStatus.ACTIVE))
-        )
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "acting_user": self.acting_user}
-
-    def get_object(self) -> BuyingGroup:
-        group = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if group is None:
-            raise not_found("group_not_found", "You are not in a group with this id.")
-        return group
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.get_serializer(self.get_object()).data)
+    def scoped_queryset(self):
+        return with_active_members(self.visible_groups())
 
     @idempotent
     def create(self, request, *args, **kwargs):
         user = self.person_required()
-        form = GroupCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        values = dict(form.validated_data)
-        values["paying_organization"] = paying_organization_named(
-            values["paying_organization"], user=user
+        values = with_paying_organization(
+            validated(GroupCreateSerializer, request), user=user, request=request
         )
-        try:
+        with refusals_as_problems():
             group = group_create(user=user, **values)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
-        group = (
-            BuyingGroup.objects.select_related("organization")
-            .annotate(
-                active_members=Count("members", filter=Q(members__status=MemberStatus.ACTIVE))
-            )
-            .get(pk=group.pk)
+        group = with_active_members(BuyingGroup.objects.select_related("organization")).get(
+            pk=group.pk
         )
         return Response(self.get_serializer(group).data, status=status.HTTP_201_CREATED)
 
 
-class InGroupMixin(ActsAsPerson):
-    """Nested under `groups/{group_id}/`: the group of the URL if the caller may see it."""
+class InGroupMixin(ActingUserInContext):
+    """For a ScopedViewSet nested under `groups/{group_id}/`: the group of the URL if the
+    caller may see it."""
 
     @cached_property
     def group(self) -> BuyingGroup:
-        group = self.visible_groups().filter(pk=id_of(self.kwargs["group_id"])).first()
-        if group is None:
-            raise not_found("group_not_found", "You are not in a group with this id.")
-        return group
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "acting_user": self.acting_user}
+        return one_of(self.visible_groups(), self.kwargs["group_id"], *GROUP_MISSING)
 
 
 # --- members -------------------------------------------------------------------------------------
@@ -984,13 +1034,8 @@ class InGroupMixin(ActsAsPerson):
         parameters=[GROUP_ID_NESTED, *IDEMPOTENCY_PARAMETERS],
         responses={201: GroupMemberSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
-            s400="`validation_failed`: the field of the `kind` is missing, or another kind's "
-            "is given (see `errors`).",
+            *CHANGE_WITH_BODY,
+            s400=HOLDER_400,
             s403=f"`group_admin_only`, {PERSON_403}.",
             s404=f"{GROUP_404[:-1]}; or `device_not_found`.",
             s409=f"`already_member` (in the group or invited already), or {IN_PROGRESS}",
@@ -1008,11 +1053,7 @@ class InGroupMixin(ActsAsPerson):
         request=PledgeSerializer,
         responses={200: GroupMemberSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
+            *CHANGE_WITH_BODY,
             s403=f"`not_yours` (another member's pledge), {PERSON_403}.",
             s404=MEMBER_404,
             s409="`not_a_member`: the member has not joined (an invitation).",
@@ -1027,9 +1068,7 @@ class InGroupMixin(ActsAsPerson):
         parameters=[GROUP_ID_NESTED, MEMBER_ID],
         responses={204: OpenApiResponse(description="Removed.")}
         | problem_responses(
-            *PRIVATE,
-            404,
-            409,
+            *CHANGE,
             s403=f"`group_admin_only`, {PERSON_403}.",
             s404=MEMBER_404,
             s409="`last_admin`: make another member admin first.",
@@ -1043,11 +1082,7 @@ class InGroupMixin(ActsAsPerson):
         request=MemberAdminSerializer,
         responses={200: GroupMemberSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
+            *CHANGE_WITH_BODY,
             s403=f"`group_admin_only`, {PERSON_403}.",
             s404=MEMBER_404,
             s409=f"`last_admin`, or {IN_PROGRESS}",
@@ -1055,33 +1090,18 @@ class InGroupMixin(ActsAsPerson):
         ),
     ),
 )
-class GroupMemberViewSet(InGroupMixin, viewsets.GenericViewSet):
+class GroupMemberViewSet(InGroupMixin, RetrieveMixin, ScopedViewSet):
     """The members of one of the caller's groups; another group's member is a 404."""
 
-    permission_classes = [ScopedAccess]
     serializer_class = GroupMemberSerializer
+    missing = ("member_not_found", "No member of this group has this id.")
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return GroupMember.objects.none()
+    def scoped_queryset(self):
         return members_of(self.group)
-
-    def get_object(self) -> GroupMember:
-        member = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if member is None:
-            raise not_found("member_not_found", "No member of this group has this id.")
-        return member
 
     def member_response(self, member: GroupMember, **kwargs) -> Response:
         member = members_of(self.group, statuses=MemberStatus.values).get(pk=member.pk)
         return Response(self.get_serializer(member).data, **kwargs)
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.get_serializer(self.get_object()).data)
 
     def invitable_device(self, value) -> ClientDevice:
         """A client device of an organization that an active user member of the group (the
@@ -1092,21 +1112,14 @@ class GroupMemberViewSet(InGroupMixin, viewsets.GenericViewSet):
         organizations = Membership.objects.filter(
             user_id__in=managers, role__in=MANAGING_ROLES
         ).values("organization_id")
-        device = ClientDevice.objects.filter(
-            pk=id_of(value), organization_id__in=organizations
-        ).first()
-        if device is None:
-            raise device_not_found(value)
-        return device
+        return device_named(ClientDevice.objects.filter(organization_id__in=organizations), value)
 
     @idempotent
     def create(self, request, *args, **kwargs):
         user = self.person_required()
         group = self.group
-        form = HolderSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        values = form.validated_data
-        try:
+        values = validated(HolderSerializer, request)
+        with refusals_as_problems():
             if values["kind"] == MemberKind.USER:
                 member = member_invite_user(
                     group=group, by=user, email=email_checked(values["email"])
@@ -1120,38 +1133,29 @@ class GroupMemberViewSet(InGroupMixin, viewsets.GenericViewSet):
                 )
             else:
                 member = member_add_phone(group=group, by=user, phone_number=values["phone_number"])
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return self.member_response(member, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, *args, **kwargs):
         user = self.person_required()
         member = self.get_object()
-        form = PledgeSerializer(data=request.data, partial=True)
-        form.is_valid(raise_exception=True)
+        changed = validated(PledgeSerializer, request, partial=True)
+        if "paying_organization" in changed:
+            changed = with_paying_organization(changed, user=user, request=request)
         values = {
             "role": member.role,
             "paying_organization": member.paying_organization,
             "share_bps": member.share_bps,
             "cap_minor": member.cap_minor,
-            **form.validated_data,
+            **changed,
         }
-        if "paying_organization" in form.validated_data:
-            values["paying_organization"] = paying_organization_named(
-                form.validated_data["paying_organization"], user=user
-            )
-        try:
+        with refusals_as_problems():
             member = pledge_update(member=member, by=user, **values)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return self.member_response(member)
 
     def destroy(self, request, *args, **kwargs):
         user = self.person_required()
-        try:
+        with refusals_as_problems():
             member_remove(member=self.get_object(), by=user)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @action(detail=True, methods=["post"], url_path="admin")
@@ -1159,14 +1163,9 @@ class GroupMemberViewSet(InGroupMixin, viewsets.GenericViewSet):
     def admin(self, request, *args, **kwargs):
         user = self.person_required()
         member = self.get_object()
-        form = MemberAdminSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            member = member_admin_set(
-                member=member, by=user, is_admin=form.validated_data["is_admin"]
-            )
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
+        is_admin = validated(MemberAdminSerializer, request)["is_admin"]
+        with refusals_as_problems():
+            member = member_admin_set(member=member, by=user, is_admin=is_admin)
         return self.member_response(member)
 
 
@@ -1192,11 +1191,7 @@ INVITATION_404 = (
         request=PledgeSerializer,
         responses={200: GroupMemberSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
+            *CHANGE_WITH_BODY,
             s403=PERSON_403 + ".",
             s404=INVITATION_404,
             s409=f"`already_member`, or {IN_PROGRESS}",
@@ -1220,69 +1215,52 @@ INVITATION_404 = (
         request=None,
         responses={200: GroupMemberSerializer}
         | problem_responses(
-            *PRIVATE,
-            404,
-            409,
+            *CHANGE,
             s403=PERSON_403 + ".",
             s404=INVITATION_404,
             s409=IN_PROGRESS,
         ),
     ),
 )
-class GroupInvitationViewSet(ActsAsPerson, viewsets.GenericViewSet):
+class GroupInvitationViewSet(ActingUserInContext, ScopedViewSet):
     """Invitations the acting person may answer; any other is a 404."""
 
-    permission_classes = [ScopedAccess]
     serializer_class = InvitationSerializer
+    missing = ("invitation_not_found", "No invitation you may answer has this id.")
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False) or self.acting_user is None:
+    def scoped_queryset(self):
+        if self.acting_user is None:
             return GroupMember.objects.none()
         return invitations_for(self.acting_user)
 
-    def get_object(self) -> GroupMember:
+    def get_object(self):
         self.person_required()
-        invitation = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if invitation is None:
-            raise not_found("invitation_not_found", "No invitation you may answer has this id.")
-        return invitation
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return super().get_object()
 
     def member_response(self, member: GroupMember) -> Response:
         member = GroupMember.objects.select_related("user", "device", "paying_organization").get(
             pk=member.pk
         )
-        context = {**self.get_serializer_context(), "acting_user": self.acting_user}
-        return Response(GroupMemberSerializer(member, context=context).data)
+        return Response(GroupMemberSerializer(member, context=self.get_serializer_context()).data)
 
     @action(detail=True, methods=["post"], url_path="accept")
     @idempotent
     def accept(self, request, *args, **kwargs):
         invitation = self.get_object()
         user = self.person_required()
-        form = PledgeSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        values = dict(form.validated_data)
-        values["paying_organization"] = paying_organization_named(
-            values["paying_organization"], user=user
+        values = with_paying_organization(
+            validated(PledgeSerializer, request), user=user, request=request
         )
-        try:
+        with refusals_as_problems():
             member = invitation_accept(member=invitation, user=user, **values)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return self.member_response(member)
 
     @action(detail=True, methods=["post"], url_path="decline")
     @idempotent
     def decline(self, request, *args, **kwargs):
         invitation = self.get_object()
-        try:
+        with refusals_as_problems():
             member = invitation_decline(member=invitation, user=self.person_required())
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return self.member_response(member)
 
 
@@ -1318,9 +1296,7 @@ OFFER_404 = f"{GROUP_404[:-1]}; or `offer_not_found` (no offer to the group has 
         responses={200: OfferToGroupSerializer}
         | problem_responses(
             400,
-            *PRIVATE,
-            404,
-            409,
+            *CHANGE,
             s403=f"`payer_only` (the member is sponsored, or you have no membership), "
             f"`not_yours` (another's membership), {PERSON_403}.",
             s404=f"{OFFER_404[:-1]}; or `member_not_found`.",
@@ -1329,29 +1305,14 @@ OFFER_404 = f"{GROUP_404[:-1]}; or `offer_not_found` (no offer to the group has 
         examples=[OFFER_EXAMPLE],
     ),
 )
-class OfferToGroupViewSet(InGroupMixin, viewsets.GenericViewSet):
+class OfferToGroupViewSet(InGroupMixin, RetrieveMixin, ScopedViewSet):
     """Offers to one of the caller's groups; another group's offer is a 404."""
 
-    permission_classes = [ScopedAccess]
     serializer_class = OfferToGroupSerializer
+    missing = ("offer_not_found", "No offer to this group has this id.")
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return GroupOffer.objects.none()
+    def scoped_queryset(self):
         return offers_of_group(self.group).select_related("provider__organization")
-
-    def get_object(self) -> GroupOffer:
-        offer = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if offer is None:
-            raise not_found("offer_not_found", "No offer to this group has this id.")
-        return offer
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.get_serializer(self.get_object()).data)
 
     def accepting_member(self, value, *, user: User) -> GroupMember:
         members = members_of(self.group, statuses=(MemberStatus.ACTIVE,))
@@ -1365,23 +1326,19 @@ class OfferToGroupViewSet(InGroupMixin, viewsets.GenericViewSet):
                     status_code=status.HTTP_403_FORBIDDEN,
                 )
             return member
-        member = members.filter(pk=id_of(value)).first()
-        if member is None:
-            raise not_found("member_not_found", "No active member of this group has this id.")
-        return member
+        return one_of(
+            members, value, "member_not_found", "No active member of this group has this id."
+        )
 
     @action(detail=True, methods=["post"], url_path="accept")
     @idempotent
     def accept(self, request, *args, **kwargs):
         user = self.person_required()
         offer = self.get_object()
-        form = OfferAcceptSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        member = self.accepting_member(form.validated_data["member"], user=user)
-        try:
+        named = validated(OfferAcceptSerializer, request)["member"]
+        member = self.accepting_member(named, user=user)
+        with refusals_as_problems():
             group_offer_accept(offer=offer, member=member, by=user)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return Response(self.get_serializer(self.get_object()).data)
 
 
@@ -1413,11 +1370,7 @@ PROVIDER_OFFER_404 = "`offer_not_found`: you made no offer with this id."
         parameters=IDEMPOTENCY_PARAMETERS,
         responses={201: ProviderOfferSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
+            *CHANGE_WITH_BODY,
             s403=NOT_A_PROVIDER,
             s404="`group_not_found` (no group has this slug or id) or `block_not_found` (no "
             "block of yours has this id).",
@@ -1446,42 +1399,30 @@ PROVIDER_OFFER_404 = "`offer_not_found`: you made no offer with this id."
         request=None,
         responses={200: ProviderOfferSerializer}
         | problem_responses(
-            *PRIVATE,
-            404,
-            409,
+            *CHANGE,
             s403=NOT_A_PROVIDER,
             s404=PROVIDER_OFFER_404,
             s409=f"`offer_closed` (decided or withdrawn already), or {IN_PROGRESS}",
         ),
     ),
 )
-class GroupOfferViewSet(ActingProviderMixin, ActsAsPerson, viewsets.GenericViewSet):
+class GroupOfferViewSet(ActingProviderMixin, RetrieveMixin, ScopedViewSet):
     """A provider's own offers to groups; another provider's offer is a 404."""
 
     permission_classes = [ScopedAccess, ActsForProvider]
     serializer_class = ProviderOfferSerializer
+    missing = ("offer_not_found", "You made no offer with this id.")
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return GroupOffer.objects.none()
+    def scoped_queryset(self):
         return (
             GroupOffer.objects.filter(provider=self.acting_provider)
             .select_related("group__organization")
             .order_by("-created_at", "-pk")
         )
 
-    def get_object(self) -> GroupOffer:
-        offer = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if offer is None:
-            raise not_found("offer_not_found", "You made no offer with this id.")
-        return offer
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.get_serializer(self.get_object()).data)
+    def offer_response(self, offer: GroupOffer, **kwargs) -> Response:
+        offer = self.get_queryset().get(pk=offer.pk)
+        return Response(self.get_serializer(offer).data, **kwargs)
 
     @staticmethod
     def group_named(value: str) -> BuyingGroup:
@@ -1497,34 +1438,28 @@ class GroupOfferViewSet(ActingProviderMixin, ActsAsPerson, viewsets.GenericViewS
     @idempotent
     def create(self, request, *args, **kwargs):
         user = self.person_required()
-        form = GroupOfferCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        values = dict(form.validated_data)
+        values = validated(GroupOfferCreateSerializer, request)
         group = self.group_named(values.pop("group"))
-        block = ServiceBlock.objects.filter(
-            pk=values.pop("block"), provider=self.acting_provider
-        ).first()
-        if block is None:
-            raise not_found("block_not_found", "No block of yours has this id.")
-        try:
+        block = one_of(
+            ServiceBlock.objects.filter(provider=self.acting_provider),
+            values.pop("block"),
+            "block_not_found",
+            "No block of yours has this id.",
+        )
+        with refusals_as_problems():
             offer = group_offer_create(
                 provider=self.acting_provider, by=user, group=group, block=block, **values
             )
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
-        offer = self.get_queryset().get(pk=offer.pk)
-        return Response(self.get_serializer(offer).data, status=status.HTTP_201_CREATED)
+        return self.offer_response(offer, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"], url_path="withdraw")
     @idempotent
     def withdraw(self, request, *args, **kwargs):
         user = self.person_required()
         offer = self.get_object()
-        try:
+        with refusals_as_problems():
             offer = group_offer_withdraw(offer=offer, by=user)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
-        return Response(self.get_serializer(self.get_queryset().get(pk=offer.pk)).data)
+        return self.offer_response(offer)
 
 
 # --- seats ---------------------------------------------------------------------------------------
@@ -1554,13 +1489,8 @@ SEAT_404 = f"{LEASE_404[:-1]}; or `seat_not_found` (no active seat of the lease 
         request=HolderSerializer,
         responses={201: SeatSerializer}
         | problem_responses(
-            400,
-            *PRIVATE,
-            404,
-            409,
-            422,
-            s400="`validation_failed`: the field of the `kind` is missing, or another kind's "
-            "is given (see `errors`).",
+            *CHANGE_WITH_BODY,
+            s400=HOLDER_400,
             s403=f"`not_allowed` (not an owner or admin of the leaseholder), {PERSON_403}.",
             s404=f"{LEASE_404[:-1]}; or `device_not_found`.",
             s409="`seats_full`, `already_seated`, `lease_ended`, or `idempotency_in_progress`.",
@@ -1577,21 +1507,19 @@ SEAT_404 = f"{LEASE_404[:-1]}; or `seat_not_found` (no active seat of the lease 
         parameters=[LEASE_ID, SEAT_ID],
         responses={204: OpenApiResponse(description="Released.")}
         | problem_responses(
-            *PRIVATE,
-            404,
-            409,
+            *CHANGE,
             s403=f"`not_allowed`, {PERSON_403}.",
             s404=SEAT_404,
             s409="`already_released`.",
         ),
     ),
 )
-class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
+class LeaseSeatViewSet(ScopedViewSet):
     """Seats of a lease the caller holds (or holds a seat on); any other lease is a 404."""
 
-    permission_classes = [ScopedAccess]
     serializer_class = SeatSerializer
     pagination_class = SeatPagination
+    missing = ("seat_not_found", "No active seat of this lease has this id.")
 
     @cached_property
     def lease(self) -> Lease:
@@ -1628,9 +1556,7 @@ class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
     def holder_side(self) -> bool:
         return self.holder_side_of(self.lease)
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return LeaseSeat.objects.none()
+    def scoped_queryset(self):
         seats = seats_active(self.lease)
         if self.holder_side:
             return seats
@@ -1651,16 +1577,6 @@ class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
             context["usage"] = seat_usage(self.lease)
         return context
 
-    def get_object(self) -> LeaseSeat:
-        seat = self.get_queryset().filter(pk=id_of(self.kwargs["pk"])).first()
-        if seat is None:
-            raise not_found("seat_not_found", "No active seat of this lease has this id.")
-        return seat
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
     def eligible_device(self, value) -> ClientDevice:
         """A client device that may hold a seat: on a group's lease one of its device members,
         else one of the leaseholder's devices."""
@@ -1672,10 +1588,7 @@ class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
             )
         else:
             devices = ClientDevice.objects.filter(organization_id=lease.winner_id)
-        device = devices.filter(pk=id_of(value)).first()
-        if device is None:
-            raise device_not_found(value)
-        return device
+        return device_named(devices, value)
 
     @idempotent
     def create(self, request, *args, **kwargs):
@@ -1688,9 +1601,7 @@ class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
                     "not_allowed", f"Only the owners and admins of {lease.winner} do this."
                 )
             )
-        form = HolderSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        values = form.validated_data
+        values = validated(HolderSerializer, request)
         holder = {}
         if values["kind"] == MemberKind.USER:
             holder["email"] = email_checked(values["email"])
@@ -1698,16 +1609,12 @@ class LeaseSeatViewSet(ActsAsPerson, viewsets.GenericViewSet):
             holder["device"] = self.eligible_device(values["device"])
         else:
             holder["phone_number"] = values["phone_number"]
-        try:
+        with refusals_as_problems():
             seat = seat_assign(lease=lease, by=user, kind=values["kind"], **holder)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return Response(self.get_serializer(seat).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
         user = self.person_required()
-        try:
+        with refusals_as_problems():
             seat_release(seat=self.get_object(), by=user)
-        except GroupRefused as refusal:
-            raise refusal_problem(refusal) from None
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -70,6 +70,7 @@ REJECTION_STATUS = {
     "group_admin_only": status.HTTP_403_FORBIDDEN,
     "group_no_payer": status.HTTP_403_FORBIDDEN,
     "payer_card_required": status.HTTP_403_FORBIDDEN,
+    "payer_unpaid_leases": status.HTTP_403_FORBIDDEN,
     "group_currency": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "group_limit": status.HTTP_422_UNPROCESSABLE_ENTITY,
 }
@@ -212,7 +213,7 @@ BID_403 = (
     "`not_a_buyer` (not acting for an active buyer organization, or the API key's creator "
     "left it), `own_auction`, `card_required`, `unpaid_leases`, `insufficient_scope` for a "
     "read-only key; for a buying group: `group_admin_only` (only its admins bid), "
-    "`group_no_payer`, `payer_card_required`."
+    "`group_no_payer`, `payer_card_required`, `payer_unpaid_leases`."
 )
 BID_409 = (
     "`auction_not_open` (not yet open or ended), `already_leading` (raise your maximum "

@@ -189,7 +189,12 @@ class ClientDeviceViewSet(
             ) from None
 
     def perform_destroy(self, instance):
-        client_device_remove(device=instance)
+        try:
+            client_device_remove(device=instance)
+        except DjangoValidationError as error:
+            raise Problem(
+                " ".join(error.messages), code="device_in_use", status_code=status.HTTP_409_CONFLICT
+            ) from None
 
 
 # --- service requests ----------------------------------------------------------------------------

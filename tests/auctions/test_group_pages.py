@@ -102,7 +102,8 @@ def test_a_group_created_with_the_form_shows_its_creator_as_paying_admin(login_c
     page = _text(client.get(_detail(group)))
     assert "Harbour Cooperative" in page
     assert "25 %, cap 500.00 USD (paid by Port Authority)" in page
-    assert '<dd data-testid="bid-limit">500.00 USD</dd>' in page
+    # 25 % of any price (at most 500.00) covers no price alone: others must pledge the rest
+    assert "0.00 USD (the payers' pledges cover no price yet" in page
     assert group.organization.slug in page
     listing = _text(client.get(GROUPS))
     assert "Harbour Cooperative" in listing and _detail(group) in listing
@@ -120,7 +121,7 @@ def test_a_sponsored_creator_pledges_nothing_and_the_group_has_no_payer(login_cl
     assert response.status_code == 302
     member = group.members.get()
     assert (member.role, member.share_bps, member.paying_organization) == ("sponsored", None, None)
-    assert "0.00 EUR (no payer yet)" in _text(client.get(_detail(group)))
+    assert "0.00 EUR (the payers' pledges cover no price yet" in _text(client.get(_detail(group)))
 
 
 @pytest.mark.parametrize(
@@ -278,7 +279,8 @@ def test_an_invitee_accepts_as_payer_with_a_share_in_percent_and_a_cap_in_major_
     )
     page = _text(client.get(_detail(group)))
     assert "12.5 %, cap 80.25 USD (paid by Mate Shipping)" in page
-    assert '<dd data-testid="bid-limit">580.25 USD</dd>' in page
+    # 500.00 and 12.5 % of the price (at most 80.25) cover prices up to 571.42
+    assert '<dd data-testid="bid-limit">571.42 USD</dd>' in page
     assert "No invitations to answer." in _text(client.get(INVITATIONS))
 
 

@@ -36,6 +36,7 @@ from auctions.services import BidRejected, auction_close, bid_place
 from marketplace.models import ClientDevice, Membership, OrganizationKind, Role
 from tests.factories import (
     AuctionFactory,
+    LeaseFactory,
     ServiceBlockFactory,
     UserFactory,
     VerifiedProviderFactory,
@@ -92,9 +93,17 @@ def test_a_sponsored_member_pays_nothing_and_adds_nothing_to_the_limit():
     assert bid_limit_of(group) == 40_000
 
 
-def test_a_payer_who_pledges_a_share_without_a_cap_lifts_the_limit():
+def test_a_payer_who_pledges_a_share_without_a_cap_adds_its_share_of_the_price():
     group, _, _ = buying_group(cap_minor=40_000)
     group_joined(group, share_bps=3_000)
+
+    # 400.00 plus 30 % of the price covers prices up to 571.42
+    assert bid_limit_of(group) == 57_142
+
+
+def test_payers_pledging_shares_of_100_percent_without_caps_have_no_limit():
+    group, _, _ = buying_group(share_bps=5_000, cap_minor=None)
+    group_joined(group, share_bps=5_000)
 
     assert bid_limit_of(group) is None
 
@@ -422,3 +431,161 @@ def test_a_provider_offers_only_its_own_free_future_blocks():
             provider=provider, by=user, group=group, block=block, price_minor=100, deadline=soon
         )
     assert refused.value.code == "block_in_auction"
+
+
+# --- the rules that keep a group's commitments -----------------------------------------------
+
+
+def test_a_block_offered_to_a_group_cannot_be_auctioned_and_one_lease_per_block():
+    from django.core.exceptions import ValidationError
+    from django.db import IntegrityError, transaction
+
+    from auctions.services import auction_create
+
+    group, _, _ = buying_group()
+    offer = offer_to(group)
+
+    with pytest.raises(ValidationError, match="offered to a buying group"):
+        auction_create(
+            block=offer.block,
+            opens_at=timezone.now(),
+            closes_at=timezone.now() + timedelta(hours=1),
+            start_price_minor=100,
+        )
+    lease = LeaseFactory()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Lease.objects.create(
+            group_offer=offer,
+            block=lease.block,
+            winner=group.organization,
+            price_minor=1,
+            currency="USD",
+            starts_at=lease.starts_at,
+            ends_at=lease.ends_at,
+        )
+
+
+def test_a_payer_cannot_lower_its_pledge_under_what_the_group_leads_with():
+    group, admin, _ = buying_group(cap_minor=3_000)
+    payer = group_joined(group, cap_minor=2_000)
+    auction = AuctionFactory()
+    group_bid(group, admin, auction, 1_000, maximum=4_500)
+
+    with pytest.raises(GroupRefused) as refused:
+        pledge_update(
+            member=payer,
+            by=payer.user,
+            role=MemberRole.PAYER,
+            paying_organization=payer.paying_organization,
+            cap_minor=1_000,
+        )
+    assert refused.value.code == "pledge_committed"
+    with pytest.raises(GroupRefused):
+        member_remove(member=payer, by=payer.user)
+    # a change that still covers the commitment is fine
+    pledge_update(
+        member=payer,
+        by=payer.user,
+        role=MemberRole.PAYER,
+        paying_organization=payer.paying_organization,
+        cap_minor=1_500,
+    )
+
+
+def test_a_member_who_leaves_loses_its_seats_on_the_groups_leases():
+    from auctions.seats import seat_assign, seats_active
+
+    group, admin, _ = buying_group()
+    member = group_joined(group, role=MemberRole.SPONSORED)
+    lease = LeaseFactory(winner=group.organization)
+    seat_assign(lease=lease, by=admin, kind="user", email=member.user.email)
+
+    member_remove(member=member, by=member.user)
+
+    assert list(seats_active(lease)) == []
+
+
+def test_an_organization_invitation_never_makes_a_group_admin():
+    from django.core.exceptions import ValidationError
+
+    from auctions.groups import is_group_admin
+    from marketplace.services import invitation_create
+
+    group, admin, _ = buying_group()
+    with pytest.raises(ValidationError, match="group's page"):
+        invitation_create(
+            organization=group.organization, email="x@ex.io", role=Role.ADMIN, invited_by=admin
+        )
+    # a manager of the group's account who is no admin member of the group does not bid
+    outsider = UserFactory()
+    Membership.objects.create(user=outsider, organization=group.organization, role=Role.ADMIN)
+    assert is_group_admin(group, outsider) is False
+    with pytest.raises(BidRejected) as refused:
+        group_bid(group, outsider, AuctionFactory(), 1_000)
+    assert refused.value.code == "group_admin_only"
+
+
+def test_a_payer_with_unpaid_leases_keeps_the_group_from_bidding(settings):
+    from billing.models import LineItem, LineItemKind, Statement, StatementStatus
+
+    settings.UNPAID_LEASES_BLOCK = 1
+    group, admin, admin_member = buying_group()
+    paying = admin_member.paying_organization
+    lease = LeaseFactory(winner=paying)
+    statement = Statement.objects.create(
+        organization=paying,
+        number="ST-TEST-1",
+        period_start=timezone.now().date(),
+        period_end=timezone.now().date() + timedelta(days=30),
+        presentation="consolidated",
+        currency="USD",
+        charges_minor=lease.price_minor,
+        credits_minor=0,
+        total_minor=lease.price_minor,
+        status=StatementStatus.PAYMENT_FAILED,
+    )
+    LineItem.objects.create(
+        organization=paying,
+        provider=lease.block.provider,
+        kind=LineItemKind.AUCTION,
+        description="unpaid",
+        amount_minor=lease.price_minor,
+        currency="USD",
+        presentation="consolidated",
+        occurred_at=timezone.now(),
+        source="test:unpaid",
+        lease=lease,
+        statement=statement,
+    )
+
+    with pytest.raises(BidRejected) as refused:
+        group_bid(group, admin, AuctionFactory(), 1_000)
+    assert refused.value.code == "payer_unpaid_leases"
+
+
+def test_accepting_an_offer_needs_a_card_for_the_paying_organization():
+    group, _, _ = buying_group()
+    cardless = group_joined(group, cap_minor=9_000, with_card=False)
+    offer = offer_to(group)
+
+    with pytest.raises(GroupRefused) as refused:
+        group_offer_accept(offer=offer, member=cardless, by=cardless.user)
+    assert refused.value.code == "payer_card_required"
+
+
+def test_a_device_in_a_group_cannot_be_deleted_and_says_why():
+    from django.core.exceptions import ValidationError
+
+    from marketplace.services import client_device_remove
+
+    group, admin, _ = buying_group()
+    device = ClientDevice.objects.create(
+        organization=group.members.get(user=admin).paying_organization,
+        name="Gateway 7",
+        identifier="gw-7",
+    )
+    member_invite_device(group=group, by=admin, device=device)
+
+    with pytest.raises(ValidationError, match="Gateway 7 is in a buying group"):
+        client_device_remove(device=device)
+    assert ClientDevice.objects.filter(pk=device.pk).exists()

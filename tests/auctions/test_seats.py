@@ -162,7 +162,8 @@ def test_a_telephone_seat_is_used_by_a_device_with_that_number():
     member_add_phone(group=group, by=admin, phone_number="+14155550123")
     lease = LeaseFactory(winner=group.organization, block__seats=1)
     seat = seat_assign(lease=lease, by=admin, kind="phone", phone_number="+14155550123")
-    carrier = OrganizationFactory(kind=OrganizationKind.RECIPIENT)
+    # the handset belongs to a payer's organization in the group
+    carrier = group.members.get(user=admin).paying_organization
     ClientDevice.objects.create(
         organization=carrier, name="Handset", identifier="h-1", phone_number="+14155550123"
     )
@@ -170,6 +171,11 @@ def test_a_telephone_seat_is_used_by_a_device_with_that_number():
     job = run_job(lease, organization=carrier, seat_id=seat.pk)
 
     assert job.seat == seat
+    # anyone can claim a number on a device of theirs: outside the group, it opens nothing
+    stranger = OrganizationFactory(kind=OrganizationKind.RECIPIENT)
+    ClientDevice.objects.create(
+        organization=stranger, name="Clone", identifier="c-1", phone_number="+14155550123"
+    )
     with pytest.raises(services.JobRejected) as refused:
-        run_job(lease, organization=OrganizationFactory(), seat_id=seat.pk)
+        run_job(lease, organization=stranger, seat_id=seat.pk)
     assert refused.value.code == "lease_not_found"

@@ -3,6 +3,8 @@ cap, sponsored members paying nothing but shown as "sponsored for …" lines, a 
 share left unpaid and never moved onto another payer, and the provider settled for what was
 paid (real localstripe for the cards)."""
 
+from datetime import date
+
 import pytest
 from django.utils import timezone
 
@@ -15,7 +17,14 @@ from billing.statements import line_items_record, settlements_build, statements_
 from marketplace.models import OrganizationKind
 from tests.billing.test_payments import card_saved
 from tests.billing.test_statements import IN_NOVEMBER, NOVEMBER, usage
-from tests.factories import AuctionFactory, OfferFactory, UserFactory, buying_group, group_joined
+from tests.factories import (
+    AuctionFactory,
+    OfferFactory,
+    SlaBreachFactory,
+    UserFactory,
+    buying_group,
+    group_joined,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -49,16 +58,15 @@ def statement_of(organization):
 
 def test_each_payer_is_billed_its_share_with_sponsorship_lines_and_the_group_nothing(cooperative):
     group, admin, admin_member, bea, *_ = cooperative
-    lease = group_wins(group, admin, 10_001)
+    lease = group_wins(group, admin, 10_000)
 
     statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
 
     assert not Statement.objects.filter(organization=group.organization).exists()
     admins = statement_of(admin_member.paying_organization)
     beas = statement_of(bea.paying_organization)
-    # Bea's 40 % of 100.01 is 40.004, the admin takes the 60 % left: 60.006 > its cap of 60.00,
-    # so it pays 60.00 and Bea the rest
-    assert (admins.total_minor, beas.total_minor) == (6_000, 4_001)
+    # Bea pledged 40 % (at most 50.00): 40.00 of 100.00; the admin the 60 % left, its cap
+    assert (admins.total_minor, beas.total_minor) == (6_000, 4_000)
     assert admins.total_minor + beas.total_minor == lease.price_minor
     # four members stand for 25.00 (+1 unit) each; the two sponsored parts are shown as such
     sponsorship = LineItem.objects.filter(kind=LineItemKind.SPONSORSHIP).order_by("pk")
@@ -130,3 +138,32 @@ def test_a_group_organization_is_never_a_statements_recipient(cooperative):
 
     assert statements
     assert all(s.organization.kind != OrganizationKind.GROUP for s in statements)
+
+
+def test_an_sla_credit_goes_back_to_the_payers_in_proportion_to_what_they_paid():
+    # A pledged 90 % but at most 10.00; B covers the rest: of 100.00, A pays 10.00, B 90.00
+    group, admin, a = buying_group(share_bps=9_000, cap_minor=1_000)
+    b = group_joined(group, cap_minor=20_000)
+    lease = group_wins(group, admin, 10_000)
+    statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    # two slow jobs: 60 % then 30 % short of the guaranteed rate
+    for measured in (40.0, 70.0):
+        SlaBreachFactory(
+            lease=lease,
+            job__lease=lease,
+            job__organization=group.organization,
+            guaranteed_mbps=100,
+            measured_mbps=measured,
+        )
+
+    statements_build(period_start=NOVEMBER[1], period_end=date(2027, 1, 1))
+
+    credits = LineItem.objects.filter(
+        kind=LineItemKind.SLA_CREDIT, group_line__isnull=True, lease=lease
+    )
+    assert sorted(credits.values_list("amount_minor", flat=True)) == [-6_000, -3_000]
+    by_payer = {}
+    for line in LineItem.objects.filter(kind=LineItemKind.SLA_CREDIT, group_line__isnull=False):
+        key = line.organization_id
+        by_payer[key] = by_payer.get(key, 0) + line.amount_minor
+    assert by_payer == {a.paying_organization_id: -900, b.paying_organization_id: -8_100}

@@ -12,6 +12,7 @@ from billing.shares import (
     Pledge,
     SplitImpossible,
     apportion,
+    ceiling_of,
     group_limit,
     split_charge,
     sponsorship_split,
@@ -43,6 +44,12 @@ def test_a_price_within_the_caps_is_split_exactly_and_nobody_passes_its_cap(pled
     for part, pledge in zip(parts, pledges, strict=True):
         if pledge.cap_minor is not None:
             assert part <= pledge.cap_minor
+        if pledge.share_bps is not None:  # a share is a ceiling (up to the rounding unit)
+            assert part < price * Fraction(pledge.share_bps, 10_000) + 1
+    # one unit more than the limit is not covered
+    if limit is not None:
+        with pytest.raises(SplitImpossible):
+            split_charge(limit + 1, pledges)
 
 
 @settings(max_examples=300, deadline=None)
@@ -53,10 +60,8 @@ def test_each_part_is_a_rounding_of_the_proportional_part_when_no_cap_binds(pled
         return
     price = data.draw(st.integers(0, 10**9))
     exact = [Fraction(price) * w / sum(weights) for w in weights]
-    if any(
-        p.cap_minor is not None and e > p.cap_minor for p, e in zip(pledges, exact, strict=True)
-    ):
-        return  # a cap binds: covered by the test above
+    if any(e > ceiling_of(p, price) for p, e in zip(pledges, exact, strict=True)):
+        return  # a ceiling binds (or nobody covers the price): covered by the test above
 
     parts = split_charge(price, pledges)
 
@@ -114,17 +119,29 @@ def test_remainders_go_to_the_largest_fractions_then_to_the_earlier_payer():
 
 
 def test_a_capped_payer_never_pays_more_and_the_rest_goes_to_the_others():
-    # 60 % share but a cap of 300 on a price of 1,000: 300; the other pays 700
-    assert split_charge(
-        1000, [Pledge(share_bps=6000, cap_minor=300), Pledge(share_bps=4000, cap_minor=800)]
-    ) == [300, 700]
+    # 60 % share but a cap of 300 on a price of 1,000: 300; the other (up to 800) pays 700
+    assert split_charge(1000, [Pledge(share_bps=6000, cap_minor=300), Pledge(cap_minor=800)]) == [
+        300,
+        700,
+    ]
+
+
+def test_a_share_is_a_ceiling_not_a_blank_cheque():
+    # 40 % pledged: never more than 40 % of the price, even when the other payer is capped
+    with pytest.raises(SplitImpossible):
+        split_charge(1000, [Pledge(share_bps=6000, cap_minor=300), Pledge(share_bps=4000)])
+    # alone with 10 %, a payer covers nothing; two payers of 50 % each cover any price
+    assert group_limit([Pledge(share_bps=1000)]) == 0
+    assert group_limit([Pledge(share_bps=5000), Pledge(share_bps=5000)]) is None
+    assert split_charge(999, [Pledge(share_bps=5000), Pledge(share_bps=5000)]) == [500, 499]
 
 
 def test_a_price_above_the_caps_cannot_be_split():
     with pytest.raises(SplitImpossible, match="cannot be split"):
         split_charge(1001, [Pledge(cap_minor=500), Pledge(cap_minor=500)])
     assert group_limit([Pledge(cap_minor=500), Pledge(cap_minor=500)]) == 1000
-    assert group_limit([Pledge(cap_minor=500), Pledge(share_bps=100)]) is None
+    # 500 + 1 % of the price covers prices up to 505
+    assert group_limit([Pledge(cap_minor=500), Pledge(share_bps=100)]) == 505
 
 
 def test_credits_are_split_by_the_weights_without_caps():
