@@ -8,8 +8,10 @@ auctions, leases and jobs. Members are users, client devices or telephone number
 payer (pledging a share and/or a cap, paid by one of its organizations' cards) or sponsored.
 A telephone number, having no account and no card, is always sponsored.
 
-The group's bid limit is the sum of its payers' caps (no limit when a payer pledged a share
-without a cap). Charges are split by billing.shares when billed; nothing here moves money.
+The group's bid limit is the largest price its payers' pledges cover: each pays at most its
+cap and at most its share of the price (billing.shares.group_limit; no limit when shares
+without caps reach 100 %). Charges are split by billing.shares when billed; nothing here
+moves money.
 """
 
 from __future__ import annotations
@@ -162,8 +164,8 @@ def offers_of_group(group: BuyingGroup) -> QuerySet[GroupOffer]:
 
 @dataclass(frozen=True)
 class OfferStanding:
-    """How far an offer is from tipping: the accepting payers' pledges together (None: no
-    limit, one pledged a share without a cap) against the price."""
+    """How far an offer is from tipping: the largest price the accepting payers' pledges cover
+    (None: no limit, their shares without caps reach 100 %) against the price."""
 
     pledged_minor: int | None
     price_minor: int
@@ -710,8 +712,8 @@ def group_amounts_check(*, bidder: Organization, currency: str, amounts: list[in
     if limit is not None and top > limit:
         raise BidRejected(
             "group_limit",
-            f"{money_format(top, currency)} is above {group}'s limit, the sum of its payers' "
-            f"caps: {money_format(limit, currency)}.",
+            f"{money_format(top, currency)} is above {group}'s limit, the largest price its "
+            f"payers' pledges cover: {money_format(limit, currency)}.",
             limit_minor=limit,
         )
 

@@ -339,7 +339,7 @@ class PledgeSerializer(serializers.Serializer):
     cap_minor = StrictIntegerField(
         **OPTIONAL,
         help_text="The most a payer pays for one lease, in minor units of the group's "
-        "currency; positive. The group's bid limit is the sum of its payers' caps.",
+        "currency; positive.",
     )
 
 
@@ -369,8 +369,9 @@ class GroupSerializer(serializers.ModelSerializer):
         "keys bid for the group through `/auctions/{id}/bids/`.",
     )
     bid_limit_minor = serializers.SerializerMethodField(
-        help_text="The most the group may bid: the sum of its payers' caps; null when a payer "
-        "pledged a share without a cap (no limit); 0 without a payer."
+        help_text="The most the group may bid: the largest price its payers' pledges cover "
+        "(each pays at most its cap and at most its share of the price); null when shares "
+        "without caps reach 100 % (no limit); 0 when they cover no price."
     )
     members_count = serializers.SerializerMethodField(help_text="Active members.")
     my_member = serializers.SerializerMethodField(
@@ -528,8 +529,8 @@ class StandingSerializer(serializers.Serializer):
 
     pledged_minor = serializers.IntegerField(
         allow_null=True,
-        help_text="The accepting payers' pledges together; null when one of them pledged a "
-        "share without a cap (no limit).",
+        help_text="The largest price the accepting payers' pledges cover; null when their "
+        "shares without caps reach 100 % (no limit).",
     )
     price_minor = serializers.IntegerField()
     accepted = serializers.IntegerField(help_text="Payers who accepted.")

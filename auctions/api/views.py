@@ -221,7 +221,7 @@ BID_409 = (
 )
 BID_422 = (
     "`bid_too_low`, with `minimum_minor`, the lowest acceptable bid; `idempotency_key_reused`; "
-    "for a buying group: `group_limit` (above the sum of its payers' caps, with `limit_minor`) "
+    "for a buying group: `group_limit` (above what its payers' pledges cover, with `limit_minor`) "
     "or `group_currency`."
 )
 
