@@ -119,8 +119,8 @@ def pledge_of(member) -> Pledge:
 
 
 def bid_limit_of(group: BuyingGroup) -> int | None:
-    """The most the group may bid: the sum of its active payers' caps; None when unlimited.
-    0 when it has no payer."""
+    """The most the group may bid: the largest price its active payers' pledges cover
+    (billing.shares.group_limit); None when unlimited, 0 when they cover no price."""
     payers = payers_of(group)
     if not payers:
         return 0

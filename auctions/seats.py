@@ -183,10 +183,18 @@ def _held_by(seats, *, user: User | None, organization: Organization | None):
         phones = ClientDevice.objects.filter(organization=organization).exclude(phone_number="")
         # a number is nobody's proof of identity: its seat is used only by the leaseholder's
         # devices, or by those of an organization in the group holding the lease
-        related = BuyingGroup.objects.filter(members__status=MemberStatus.ACTIVE).filter(
-            Q(members__paying_organization=organization)
-            | Q(members__device__organization=organization)
-            | Q(members__user__memberships__organization=organization)
+        # one filter: the same member row is active and ties the organization to the group
+        # (a member who left ties nothing); its users count through organizations they manage
+        related = BuyingGroup.objects.filter(
+            Q(members__status=MemberStatus.ACTIVE)
+            & (
+                Q(members__paying_organization=organization)
+                | Q(members__device__organization=organization)
+                | Q(
+                    members__user__memberships__organization=organization,
+                    members__user__memberships__role__in=(Role.OWNER, Role.ADMIN),
+                )
+            )
         )
         held |= Q(kind=MemberKind.DEVICE, device__organization=organization) | (
             Q(kind=MemberKind.PHONE, phone_number__in=phones.values("phone_number"))

@@ -4,7 +4,8 @@ A group's lease is billed like any other: its won price, its usage and its SLA c
 line items of the group's organization. Those lines are never put on a statement themselves:
 each is split, once, into lines of the payers' organizations, by the shares recorded when the
 group won the lease (auctions.LeaseShare) and the rules of billing.shares: the lease's price
-within each payer's cap, usage and credits by the weights alone. Every payer's part of a charge
+within each payer's ceiling, usage by the weights alone, and credits in proportion to what
+each payer paid for the lease. Every payer's part of a charge
 is shown as its own part plus one "Sponsored for …" line per sponsored member, so the payer
 sees what it pays for whom; together they add up to its part, and the parts add up to the
 group's line, to the minor unit.
@@ -40,6 +41,26 @@ def group_lines_split() -> int:
         if _line_split(pk):
             split += 1
     return split
+
+
+def _credit_parts(line: LineItem, payers: list, paid: dict[int, int]) -> list[int]:
+    """This credit's part for each payer: the lease's credits so far, this one included, are
+    apportioned by what each paid, less what each was already credited, so the rounding
+    does not always fall to the same payer and nobody gets back more than its share."""
+    weights = [paid.get(s.member_id, 0) for s in payers]
+    already: dict[int, int] = {}
+    earlier = LineItem.objects.filter(
+        group_line__lease_id=line.lease_id, group_line__kind=line.kind
+    ).values_list("source", "amount_minor")
+    for source, amount in earlier:
+        member_id = int(source.split(":")[2])
+        already[member_id] = already.get(member_id, 0) + amount
+    before = [already.get(s.member_id, 0) for s in payers]
+    target = apportion(sum(before) + line.amount_minor, weights)
+    parts = [t - b for t, b in zip(target, before, strict=True)]
+    if any(part > 0 for part in parts):  # the rare rounding paradox: this credit on its own
+        return apportion(line.amount_minor, weights)
+    return parts
 
 
 def _paid_for_lease(lease_id: int | None) -> dict[int, int]:
@@ -87,7 +108,7 @@ def _line_split(line_pk: int) -> bool:
     try:
         if any(paid.get(s.member_id, 0) > 0 for s in payers):
             # a credit goes back in proportion to what each payer paid for the lease
-            parts = apportion(line.amount_minor, [paid.get(s.member_id, 0) for s in payers])
+            parts = _credit_parts(line, payers, paid)
         else:
             parts = split_charge(line.amount_minor, pledges, caps=line.kind == LineItemKind.AUCTION)
     except SplitImpossible as exc:

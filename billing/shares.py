@@ -8,7 +8,8 @@ If no weight is left at all (shares of 0, or all of 100 % taken by others), the 
 room left take the rest in proportion to their caps.
 
 **Ceilings.** A payer never pays more of a lease's price than its ceiling: its cap, and its
-share of the price, whichever is lower (a share is a promise of that part, not more). The price
+share of the price, whichever is lower (a share is a promise of that part, not more; the
+rounding below may add less than one minor unit to a share's part, never to a cap). The price
 is split in proportion to the weights; a payer whose part would pass its ceiling pays its
 ceiling, and the excess is split again among the others, in proportion to their weights (or,
 when none of them has weight, to the room left under their ceilings), until nothing is left.
@@ -168,8 +169,9 @@ def group_limit(pledges: Sequence[Pledge]) -> int | None:
     if uncapped_share >= FULL_SHARE_BPS:
         return None
     caps = sum(p.cap_minor for p in pledges if p.cap_minor is not None)
-    # the ceilings grow more slowly than the price (the shares add up to 100 % at most), so
-    # the covered prices are 0 up to the limit: the largest is found by bisection
+    # the ceilings less the price is a concave function of the price (each ceiling is a
+    # minimum of linear ones) that is 0 or more at 0: the covered prices are an interval from
+    # 0 to the limit, whose end is found by bisection
     low = 0
     high = int(Fraction(caps) / (1 - Fraction(uncapped_share, FULL_SHARE_BPS))) + 1
     while low < high:

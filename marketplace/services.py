@@ -180,6 +180,8 @@ def invitation_problem(invitation: Invitation | None) -> str | None:
         return "This invitation has already been accepted."
     if invitation.expires_at <= timezone.now():
         return "This invitation has expired; ask for a new one."
+    if invitation.organization.kind == OrganizationKind.GROUP:
+        return "A buying group's members join through the group's own invitations (/groups/)."
     return None
 
 
@@ -309,7 +311,7 @@ def client_device_remove(*, device: ClientDevice) -> None:
     from auctions.models import GroupMember, LeaseSeat
 
     if (
-        GroupMember.objects.filter(device=device).exists()
+        GroupMember.objects.filter(device=device, joined_at__isnull=False).exists()
         or LeaseSeat.objects.filter(device=device, jobs__isnull=False).exists()
     ):
         raise ValidationError(

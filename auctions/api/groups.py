@@ -256,6 +256,23 @@ def paying_organization_named(value, *, user: User, request=None) -> Organizatio
     return organization
 
 
+def key_money_only(request, paying: Organization | None) -> None:
+    """An API key commits only its own organization's money: a pledge paid by, or an offer
+    accepted for, another organization is refused (the person may do it signed in)."""
+    principal = getattr(request, "user", None)
+    if (
+        isinstance(principal, ApiKeyPrincipal)
+        and paying is not None
+        and paying.pk != principal.organization.pk
+    ):
+        raise Problem(
+            "This API key belongs to another organization than the one paying: it commits "
+            "only its own organization's money.",
+            code="paying_organization_invalid",
+            status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+
+
 def with_paying_organization(values: dict, *, user: User, request=None) -> dict:
     """A pledge's values with its paying organization looked up (see above)."""
     return {
@@ -1105,13 +1122,10 @@ class GroupMemberViewSet(InGroupMixin, RetrieveMixin, ScopedViewSet):
         return Response(self.get_serializer(member).data, **kwargs)
 
     def invitable_device(self, value) -> ClientDevice:
-        """A client device of an organization that an active user member of the group (the
-        caller included) owns or administers."""
-        managers = self.group.members.filter(
-            kind=MemberKind.USER, status=MemberStatus.ACTIVE
-        ).values("user_id")
+        """A client device of an organization the caller owns or administers (as on the
+        group's page): nobody invites another organization's devices."""
         organizations = Membership.objects.filter(
-            user_id__in=managers, role__in=MANAGING_ROLES
+            user=self.acting_user, role__in=MANAGING_ROLES
         ).values("organization_id")
         return device_named(ClientDevice.objects.filter(organization_id__in=organizations), value)
 
@@ -1149,6 +1163,9 @@ class GroupMemberViewSet(InGroupMixin, RetrieveMixin, ScopedViewSet):
             "cap_minor": member.cap_minor,
             **changed,
         }
+        key_money_only(
+            request, values["paying_organization"] if values["role"] == "payer" else None
+        )
         with refusals_as_problems():
             member = pledge_update(member=member, by=user, **values)
         return self.member_response(member)
@@ -1338,6 +1355,7 @@ class OfferToGroupViewSet(InGroupMixin, RetrieveMixin, ScopedViewSet):
         offer = self.get_object()
         named = validated(OfferAcceptSerializer, request)["member"]
         member = self.accepting_member(named, user=user)
+        key_money_only(request, member.paying_organization)
         with refusals_as_problems():
             group_offer_accept(offer=offer, member=member, by=user)
         return Response(self.get_serializer(self.get_object()).data)

@@ -980,3 +980,23 @@ def test_group_bid_by_a_key_of_a_member_who_is_not_admin_is_403(harbour, payer, 
     response = post(client, f"/api/v1/auctions/{auction.pk}/bids/", {"amount_minor": 1000})
 
     assert_problem(response, status=403, code="group_admin_only")
+
+
+def test_a_key_never_commits_another_organizations_money(harbour):
+    # the admin pays from its own organization; it also owns a second one and has its key
+    admin = harbour["admin"]
+    other = payer_organization(admin)
+    _, key = api_key_create(
+        organization=other, name="other key", scope=ApiKeyScope.WRITE, created_by=admin
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    member = harbour["member"]
+
+    response = client.patch(
+        member_url(harbour["group"], member), {"cap_minor": 10**7}, format="json"
+    )
+
+    assert_problem(response, status=422, code="paying_organization_invalid")
+    member.refresh_from_db()
+    assert member.cap_minor == 50_000

@@ -584,8 +584,26 @@ def test_a_device_in_a_group_cannot_be_deleted_and_says_why():
         name="Gateway 7",
         identifier="gw-7",
     )
-    member_invite_device(group=group, by=admin, device=device)
+    invitation = member_invite_device(group=group, by=admin, device=device)
+    invitation_accept(member=invitation, user=admin, role=MemberRole.SPONSORED)
 
     with pytest.raises(ValidationError, match="Gateway 7 is in a buying group"):
         client_device_remove(device=device)
     assert ClientDevice.objects.filter(pk=device.pk).exists()
+
+
+def test_a_device_whose_invitation_was_declined_can_be_deleted():
+    from auctions.groups import invitation_decline
+    from marketplace.services import client_device_remove
+
+    group, admin, _ = buying_group()
+    owner = UserFactory()
+    device = ClientDevice.objects.create(
+        organization=payer_organization(owner), name="Gateway 9", identifier="gw-9"
+    )
+    invitation = member_invite_device(group=group, by=admin, device=device)
+    invitation_decline(member=invitation, user=owner)
+
+    client_device_remove(device=device)
+
+    assert not ClientDevice.objects.filter(pk=device.pk).exists()

@@ -179,3 +179,24 @@ def test_a_telephone_seat_is_used_by_a_device_with_that_number():
     with pytest.raises(services.JobRejected) as refused:
         run_job(lease, organization=stranger, seat_id=seat.pk)
     assert refused.value.code == "lease_not_found"
+
+
+def test_a_payer_who_left_no_longer_uses_the_groups_phone_seats():
+    from auctions.groups import member_remove
+
+    group, admin, _ = buying_group()
+    leaving = group_joined(group, cap_minor=1_000)
+    member_add_phone(group=group, by=admin, phone_number="+14155550123")
+    lease = LeaseFactory(winner=group.organization, block__seats=1)
+    seat = seat_assign(lease=lease, by=admin, kind="phone", phone_number="+14155550123")
+    handset_owner = leaving.paying_organization
+    ClientDevice.objects.create(
+        organization=handset_owner, name="Handset", identifier="h-1", phone_number="+14155550123"
+    )
+    assert run_job(lease, organization=handset_owner, seat_id=seat.pk).seat == seat
+
+    member_remove(member=leaving, by=leaving.user)
+
+    with pytest.raises(services.JobRejected) as refused:
+        run_job(lease, organization=handset_owner, seat_id=seat.pk)
+    assert refused.value.code == "lease_not_found"

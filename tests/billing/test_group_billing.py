@@ -167,3 +167,32 @@ def test_an_sla_credit_goes_back_to_the_payers_in_proportion_to_what_they_paid()
         key = line.organization_id
         by_payer[key] = by_payer.get(key, 0) + line.amount_minor
     assert by_payer == {a.paying_organization_id: -900, b.paying_organization_id: -8_100}
+
+
+def test_many_small_credits_are_shared_evenly_not_always_to_the_first_payer():
+    group, admin, a = buying_group(cap_minor=5_000)
+    b = group_joined(group, cap_minor=5_000)
+    lease = group_wins(group, admin, 10_000)
+    statements_build(period_start=NOVEMBER[0], period_end=NOVEMBER[1])
+    provider = lease.block.provider
+    for n in range(9):  # nine credits of 1 minor unit each
+        group_line = LineItem.objects.create(
+            organization=group.organization,
+            provider=provider,
+            kind=LineItemKind.SLA_CREDIT,
+            description="goodwill",
+            amount_minor=-1,
+            currency="USD",
+            presentation="consolidated",
+            occurred_at=IN_NOVEMBER,
+            source=f"test:credit:{n}",
+            lease=lease,
+        )
+        statements_build(period_start=date(2027, n + 1, 1), period_end=date(2027, n + 2, 1))
+        assert group_line.shares.exists()
+
+    credited = {}
+    for line in LineItem.objects.filter(kind=LineItemKind.SLA_CREDIT, group_line__isnull=False):
+        credited[line.organization_id] = credited.get(line.organization_id, 0) + line.amount_minor
+    assert sorted(credited.values()) == [-5, -4]
+    assert set(credited) == {a.paying_organization_id, b.paying_organization_id}
