@@ -38,6 +38,7 @@ from billing.models import (
 from billing.statements import half_up
 from marketplace.live import organization_notify
 from marketplace.money import money_format
+from marketplace.services import audit_log_record
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def dispute_apply(*, info: gateway.DisputeInfo, charge_pk: str | int | None = No
             opened_at=info.created,
         )
         _opened(dispute, statement)
+        _dispute_audited(dispute, statement, "dispute.opened")
         if status == DisputeStatus.OPEN:
             return status
     if dispute.status != DisputeStatus.OPEN or status == DisputeStatus.OPEN:
@@ -97,11 +99,27 @@ def dispute_apply(*, info: gateway.DisputeInfo, charge_pk: str | int | None = No
     dispute.status = status
     dispute.closed_at = timezone.now()
     dispute.save(update_fields=["status", "closed_at"])
+    _dispute_audited(dispute, statement, f"dispute.{status}")
     if status == DisputeStatus.WON:
         _won(dispute, statement)
     else:
         _lost(dispute, charge, statement)
     return status
+
+
+def _dispute_audited(dispute: Dispute, statement: Statement, action: str) -> None:
+    audit_log_record(
+        action=action,
+        organization=statement.organization,
+        target=dispute,
+        data={
+            "dispute": dispute.dispute_id,
+            "statement": statement.number,
+            "amount_minor": dispute.amount_minor,
+            "currency": dispute.currency,
+            "reason": dispute.reason,
+        },
+    )
 
 
 def _opened(dispute: Dispute, statement: Statement) -> None:

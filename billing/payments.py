@@ -43,6 +43,7 @@ from billing.statements import PAYABLE_STATUSES, billing_account_of, statement_m
 from marketplace.live import organization_notify
 from marketplace.models import Membership, Organization
 from marketplace.money import money_format
+from marketplace.services import audit_log_record
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def card_setup_finish(*, organization: Organization, setup_intent_id: str) -> Ca
         raise PaymentRefused("payments_unavailable", f"Payments are unreachable: {exc}") from None
     with transaction.atomic():
         account = BillingAccount.objects.select_for_update().get(pk=account.pk)
-        card, _created = Card.objects.get_or_create(
+        card, created = Card.objects.get_or_create(
             payment_method_id=info.id,
             defaults={
                 "account": account,
@@ -133,6 +134,13 @@ def card_setup_finish(*, organization: Organization, setup_intent_id: str) -> Ca
                 "is_default": not account.cards.filter(is_default=True).exists(),
             },
         )
+        if created:
+            audit_log_record(
+                action="card.saved",
+                organization=organization,
+                target=card,
+                data={"brand": card.brand, "last4": card.last4},
+            )
         charges_rearm(organization=organization)
     return card
 
@@ -148,6 +156,12 @@ def card_remove(*, card: Card) -> None:
     with transaction.atomic():
         account = BillingAccount.objects.select_for_update().get(pk=card.account_id)
         was_default = card.is_default
+        audit_log_record(
+            action="card.removed",
+            organization=account.organization,
+            target=card,
+            data={"brand": card.brand, "last4": card.last4},
+        )
         Card.objects.filter(pk=card.pk).delete()
         if was_default:
             following = account.cards.order_by("-created_at", "-pk").first()
@@ -266,6 +280,23 @@ def statement_charge(*, statement_id: int, now=None) -> str:
         return _outcome_apply(charge, intent, now=now)
 
 
+def _charge_audited(charge: Charge, action: str, **data) -> None:
+    statement = Statement.objects.only("organization_id", "number").get(pk=charge.statement_id)
+    audit_log_record(
+        action=action,
+        organization=statement.organization,
+        target=charge,
+        data={
+            "statement": statement.number,
+            "amount_minor": charge.amount_minor,
+            "currency": charge.currency,
+            "attempt": charge.attempts,
+            "payment_intent": charge.payment_intent_id,
+            **data,
+        },
+    )
+
+
 def _still_sent(charge_pk: int, attempt: int) -> Charge | None:
     """The charge, locked, if it still waits for this attempt's answer (a webhook or another
     run may have recorded it meanwhile); None otherwise."""
@@ -284,6 +315,7 @@ def _exchange_error(charge: Charge, exc: Exception, *, now) -> str:
     charge.last_error = str(exc)
     charge.next_attempt_at = now + timedelta(seconds=ERROR_RETRY_SECONDS)
     charge.save()
+    _charge_audited(charge, "charge.error", code=charge.last_error_code)
     return charge.status
 
 
@@ -331,6 +363,7 @@ def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
             charge.last_error_code = ""
             charge.last_error = ""
             charge.save()
+            _charge_audited(charge, "charge.succeeded")
             statement_mark_paid(statement=statement)
             transaction.on_commit(partial(_payment_rated, charge.pk, True))
             transaction.on_commit(
@@ -348,6 +381,7 @@ def _outcome_apply(charge: Charge, intent, *, now=None) -> str:
         charge.client_secret = intent.client_secret or ""
         charge.next_attempt_at = None
         charge.save()
+        _charge_audited(charge, "charge.requires_authentication")
         Statement.objects.filter(pk=statement.pk, status__in=PAYABLE_STATUSES).update(
             status=StatementStatus.ACTION_REQUIRED
         )
@@ -381,6 +415,7 @@ def _declined(charge: Charge, code: str, message: str, *, now=None) -> str:
         else None
     )
     charge.save()
+    _charge_audited(charge, "charge.declined", code=charge.last_error_code)
     Statement.objects.filter(pk=charge.statement_id, status__in=PAYABLE_STATUSES).update(
         status=StatementStatus.PAYMENT_FAILED
     )

@@ -37,6 +37,7 @@ from billing.models import (
     StatementStatus,
 )
 from marketplace.models import Organization, OrganizationKind
+from marketplace.services import audit_log_record
 from providers.models import Offer, ProviderProfile
 from segmentation.models import (
     BillingPresentation,
@@ -368,6 +369,18 @@ def _statement_issue(
         LineItem.objects.filter(pk__in=[line.pk for line in lines]).update(statement=statement)
         if carried:
             _credit_carry(statement, lines, carried)
+        audit_log_record(
+            action="statement.issued",
+            organization=organization,
+            target=statement,
+            data={
+                "number": statement.number,
+                "total_minor": total,
+                "carried_minor": carried,
+                "currency": currency,
+                "lines": len(lines),
+            },
+        )
     return statement
 
 
@@ -433,6 +446,12 @@ def statement_mark_paid(*, statement: Statement, paid_at: datetime | None = None
         locked.status = StatementStatus.PAID
         locked.paid_at = paid_at or timezone.now()
         locked.save(update_fields=["status", "paid_at"])
+        audit_log_record(
+            action="statement.paid",
+            organization=locked.organization,
+            target=locked,
+            data={"number": locked.number, "total_minor": locked.total_minor},
+        )
     return locked
 
 
@@ -538,6 +557,18 @@ def settlements_build(*, period_start: date, period_end: date) -> list[Settlemen
             )
             DisputeReversal.objects.filter(pk__in=[r.pk for r in returned]).update(
                 settlement=settlement
+            )
+            audit_log_record(
+                action="settlement.created",
+                organization=settlement.provider.organization,
+                target=settlement,
+                data={
+                    "gross_minor": gross,
+                    "fee_minor": fee,
+                    "reversals_minor": reversed_minor,
+                    "net_minor": settlement.net_minor,
+                    "currency": currency,
+                },
             )
         settled.append(settlement)
     return settled

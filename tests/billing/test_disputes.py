@@ -298,3 +298,37 @@ def test_the_statement_page_shows_a_lost_dispute(
 
     assert "Refunded to the card after a dispute" in page
     assert "Lost: refunded to the card" in page and "fraudulent" in page
+
+
+def test_every_money_moving_step_is_in_the_audit_log(
+    committed, paid, stripe_on_localstripe, webhook_receiver
+):
+    from marketplace.models import AuditLogEntry
+
+    opened = localstripe_dispute_open(
+        url_base=stripe_on_localstripe.url,
+        payment_intent_id=paid.payment_intent_id,
+        reason="fraudulent",
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.created")
+    localstripe_dispute_close(
+        url_base=stripe_on_localstripe.url, dispute_id=opened["id"], status="won"
+    )
+    deliver(committed, webhook_receiver, "charge.dispute.closed")
+    settlements_build(period_start=DECEMBER[0], period_end=DECEMBER[1])
+
+    actions = list(AuditLogEntry.objects.order_by("pk").values_list("action", flat=True))
+    for step in (
+        "card.saved",
+        "statement.issued",
+        "charge.succeeded",
+        "statement.paid",
+        "dispute.opened",
+        "dispute.won",
+        "settlement.created",
+    ):
+        assert step in actions, step
+    charged = AuditLogEntry.objects.get(action="charge.succeeded")
+    assert charged.organization == paid.statement.organization
+    assert charged.data["amount_minor"] == 12_345
+    assert charged.data["statement"] == paid.statement.number
