@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
+
+from marketplace.csp import ContentSecurityPolicy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -50,6 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -71,6 +75,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "marketplace.context_processors.organization",
@@ -261,6 +266,24 @@ SECURE_PROXY_SSL_HEADER = (
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every page: scripts and styles only from the exchange (inline ones
+# carry the request's nonce, `{{ csp_nonce }}`), no plugins, no framing. Websockets to the page's
+# own host are 'self' (CSP Level 3). Stripe.js's sources (https://js.stripe.com and its API, or
+# localstripe's fake Stripe.js) are added per response by marketplace.csp from the Stripe
+# settings.
+SECURE_CSP = ContentSecurityPolicy(
+    {
+        "default-src": [CSP.SELF],
+        "script-src": [CSP.SELF, CSP.NONCE],
+        "style-src": [CSP.SELF, CSP.NONCE],
+        "img-src": [CSP.SELF, "data:"],
+        "connect-src": [CSP.SELF],
+        "object-src": [CSP.NONE],
+        "base-uri": [CSP.SELF],
+        "form-action": [CSP.SELF],
+        "frame-ancestors": [CSP.NONE],
+    }
+)
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -17,6 +17,13 @@
     }
   });
 
+  // The organization switcher acts as soon as another organization is chosen (its button is
+  // for pages without JavaScript).
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches("select[data-submit-on-change]") && target.form) target.form.submit();
+  });
+
   // Clone the last row of a Django formset table and bump the management form's TOTAL_FORMS.
   function addFormsetRow(prefix) {
     var table = document.querySelector('[data-formset="' + prefix + '"] tbody');
