@@ -7,6 +7,8 @@ from providers.console import console_site
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("accounts/signup/", views.sign_up, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),

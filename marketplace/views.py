@@ -4,11 +4,12 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpResponseNotAllowed
+from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from marketplace.forms import ApiKeyForm, InvitationForm, OrganizationForm, SignUpForm
+from marketplace.health import readiness_checks
 from marketplace.models import ApiKey, Invitation, Organization
 from marketplace.selectors import (
     api_keys_of,
@@ -223,3 +224,28 @@ def invitation_accept_view(request, token):
         request, f"You joined {membership.organization} as {membership.get_role_display().lower()}."
     )
     return redirect("organization_detail", slug=membership.organization.slug)
+
+
+def healthz(request):
+    """Liveness: the process answers (no dependency is touched)."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    """Readiness: the database and the cache answer; 503 naming what does not."""
+    checks = readiness_checks()
+    ready = all(check.ok for check in checks)
+    return JsonResponse(
+        {
+            "status": "ok" if ready else "unavailable",
+            "checks": {
+                check.name: {
+                    "ok": check.ok,
+                    "milliseconds": round(check.milliseconds, 1),
+                    **({"detail": check.detail} if check.detail else {}),
+                }
+                for check in checks
+            },
+        },
+        status=200 if ready else 503,
+    )
