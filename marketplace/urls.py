@@ -11,6 +11,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("accounts/signup/", views.sign_up, name="signup"),
+    path("accounts/login/", views.RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("organizations/new/", views.organization_new, name="organization_new"),
     path("organizations/switch/", views.organization_switch, name="organization_switch"),

@@ -1,8 +1,12 @@
 """Pages of the shared kernel: home, sign-up, dashboard, organizations, invitations, API keys."""
 
+import hashlib
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,6 +15,7 @@ from django.views.decorators.http import require_POST
 from marketplace.forms import ApiKeyForm, InvitationForm, OrganizationForm, SignUpForm
 from marketplace.health import readiness_checks
 from marketplace.models import ApiKey, Invitation, Organization
+from marketplace.ratelimit import client_address, rate_count
 from marketplace.selectors import (
     api_keys_of,
     invitations_pending,
@@ -249,3 +254,34 @@ def readyz(request):
         },
         status=200 if ready else 503,
     )
+
+
+class RateLimitedLoginView(LoginView):
+    """Sign-in with atomic rate limits (marketplace.ratelimit): per client address
+    (LOGIN_RATE_PER_ADDRESS) and per account typed (LOGIN_RATE_PER_ACCOUNT). Past either, the
+    form says how long to wait, with 429 and Retry-After; nothing is checked meanwhile."""
+
+    def post(self, request, *args, **kwargs):
+        account = (request.POST.get("username") or "").strip().lower()[:254]
+        decisions = [
+            rate_count(
+                scope="login-address",
+                ident=client_address(request),
+                rate=settings.LOGIN_RATE_PER_ADDRESS,
+            ),
+            rate_count(
+                scope="login-account",
+                ident=hashlib.sha256(account.encode()).hexdigest(),
+                rate=settings.LOGIN_RATE_PER_ACCOUNT,
+            ),
+        ]
+        refused = [decision for decision in decisions if not decision.allowed]
+        if not refused:
+            return super().post(request, *args, **kwargs)
+        wait = max(decision.retry_after for decision in refused)
+        form = self.get_form()
+        form.errors.clear()
+        form.add_error(None, f"Too many sign-in attempts: wait {wait} seconds, then try again.")
+        response = self.render_to_response(self.get_context_data(form=form), status=429)
+        response["Retry-After"] = str(wait)
+        return response

@@ -1,4 +1,4 @@
-from marketplace.api.throttling import BidRateThrottle, PrincipalRateThrottle
+from marketplace.api.throttling import PrincipalRateThrottle
 from tests.api.helpers import assert_problem
 from tests.factories import AuctionFactory, buyer
 
@@ -19,8 +19,14 @@ def test_each_api_key_has_its_own_rate_limit(
     assert quiet.get(NETWORKS).status_code == 200
 
 
-def test_bidding_has_its_own_tighter_limit(monkeypatch, issue_key, key_client):
-    monkeypatch.setattr(BidRateThrottle, "rate", "2/minute", raising=False)
+def test_bidding_has_its_own_tighter_limit(settings, issue_key, key_client):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "bids": "2/minute",
+        },
+    }
     organization, _user = buyer()
     client = key_client(issue_key(organization))
     url = f"/api/v1/auctions/{AuctionFactory().pk}/bids/"

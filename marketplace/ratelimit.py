@@ -1,0 +1,61 @@
+"""Rate limits with atomic counters (SPEC §8): sign-in attempts and bids. A limit is a fixed
+window ("10/minute"): the first request of a window creates its counter in the cache (an add,
+which only one request wins), every request increments it with the cache's atomic increment
+(Redis INCR with REDIS_URL; a process-local lock in the embedded default), and the counter
+expires with its window. Unlike DRF's cache throttle, which reads a history, changes it and
+writes it back, concurrent requests can never all pass on a stale read."""
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    count: int
+    limit: int
+    retry_after: int  # seconds until the window ends
+
+
+def rate_parse(rate: str) -> tuple[int, int]:
+    """ "10/minute" (or 10/5minute, second, hour, day) as (limit, window in seconds)."""
+    try:
+        count, period = rate.split("/")
+        digits = "".join(ch for ch in period if ch.isdigit())
+        unit = period[len(digits) :]
+        return int(count), int(digits or 1) * PERIODS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"Not a rate: {rate!r} (e.g. 10/minute).") from None
+
+
+def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
+    """Count one request of `ident` in `scope` against `rate`; whether it is allowed."""
+    limit, window = rate_parse(rate)
+    now = int(time.time())
+    start = now - now % window
+    key = f"ratelimit:{scope}:{ident}:{start}"
+    for _ in range(2):  # the counter may expire between the add and the increment: once more
+        cache.add(key, 0, timeout=window + 5)
+        try:
+            count = cache.incr(key)
+            break
+        except ValueError:
+            continue
+    else:
+        count = limit + 1  # the cache keeps no counter: refuse rather than allow without limit
+    return RateDecision(count <= limit, count, limit, max(1, start + window - now))
+
+
+def client_address(request) -> str:
+    """The client's address: behind the TLS proxy (BEHIND_TLS_PROXY), the first address of
+    X-Forwarded-For, which the proxy sets (docs/deployment.md); else the socket's."""
+    if getattr(settings, "BEHIND_TLS_PROXY", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR", "") or "unknown"

@@ -1,0 +1,75 @@
+"""Rate limits with atomic counters: sign-in attempts per account and per address, counted
+so that requests at once cannot slip through together (the cache's atomic increment: Redis
+INCR on PostgreSQL + Redis, a locked counter in the embedded default)."""
+
+import threading
+import uuid
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from marketplace.ratelimit import rate_count, rate_parse
+from tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_rates_are_read_as_a_count_per_window():
+    assert rate_parse("10/minute") == (10, 60)
+    assert rate_parse("5/15minute") == (5, 900)
+    with pytest.raises(ValueError, match="Not a rate"):
+        rate_parse("ten per minute")
+
+
+def test_requests_at_once_are_counted_exactly():
+    scope, allowed = f"test-{uuid.uuid4().hex}", []
+    barrier = threading.Barrier(20)
+
+    def hit():
+        barrier.wait()
+        for _ in range(5):
+            allowed.append(rate_count(scope=scope, ident="one", rate="37/day").allowed)
+
+    threads = [threading.Thread(target=hit) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(allowed) == 100
+    assert allowed.count(True) == 37  # never more, never fewer
+
+
+def test_sign_in_attempts_for_one_account_are_limited_and_say_how_long_to_wait(settings):
+    settings.LOGIN_RATE_PER_ACCOUNT = "3/day"  # a day: no window ends during the test
+    # addresses of their own: the counters of a day outlive the test database in Redis
+    user, other = (UserFactory(email=f"{uuid.uuid4().hex}@example.com") for _ in range(2))
+    client = Client()
+    for _ in range(3):
+        response = client.post(reverse("login"), {"username": user.email, "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its usual error
+
+    # the fourth, even with the right password, is refused
+    response = client.post(reverse("login"), {"username": user.email, "password": PASSWORD})
+
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 86_400
+    assert "Too many sign-in attempts: wait" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    # another account is not slowed down by this one
+    response = Client().post(reverse("login"), {"username": other.email, "password": PASSWORD})
+    assert response.status_code == 302
+
+
+def test_sign_in_attempts_from_one_address_are_limited(settings):
+    settings.LOGIN_RATE_PER_ADDRESS = "2/day"
+    settings.LOGIN_RATE_PER_ACCOUNT = "100/day"
+    address = "2001:db8:" + ":".join(uuid.uuid4().hex[i : i + 4] for i in range(0, 16, 4)) + "::1"
+    client = Client(REMOTE_ADDR=address)
+    for _ in range(2):
+        client.post(reverse("login"), {"username": UserFactory().email, "password": "wrong"})
+
+    response = client.post(reverse("login"), {"username": UserFactory().email, "password": "x"})
+
+    assert response.status_code == 429
