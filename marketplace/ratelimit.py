@@ -3,13 +3,18 @@ window ("10/minute"): the first request of a window creates its counter in the c
 which only one request wins), every request increments it with the cache's atomic increment
 (Redis INCR with REDIS_URL; a process-local lock in the embedded default), and the counter
 expires with its window. Unlike DRF's cache throttle, which reads a history, changes it and
-writes it back, concurrent requests can never all pass on a stale read."""
+writes it back, concurrent requests can never all pass on a stale read. When the cache does not
+answer (Redis stopped), nothing is limited and a warning is logged: signing in and bidding go
+on."""
 
+import logging
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -39,15 +44,19 @@ def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
     now = int(time.time())
     start = now - now % window
     key = f"ratelimit:{scope}:{ident}:{start}"
-    for _ in range(2):  # the counter may expire between the add and the increment: once more
-        cache.add(key, 0, timeout=window + 5)
-        try:
-            count = cache.incr(key)
-            break
-        except ValueError:
-            continue
-    else:
-        count = limit + 1  # the cache keeps no counter: refuse rather than allow without limit
+    try:
+        for _ in range(2):  # the counter may expire between the add and the increment: again
+            cache.add(key, 0, timeout=window + 5)
+            try:
+                count = cache.incr(key)
+                break
+            except ValueError:
+                continue
+        else:
+            count = limit + 1  # no counter kept: refuse rather than allow without a limit
+    except Exception:  # the cache (Redis) is down: sign-in and bids go on, unlimited, said
+        logger.warning("Rate limit %s not counted: the cache does not answer", scope)
+        return RateDecision(True, 0, limit, window)
     return RateDecision(count <= limit, count, limit, max(1, start + window - now))
 
 

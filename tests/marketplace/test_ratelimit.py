@@ -73,3 +73,18 @@ def test_sign_in_attempts_from_one_address_are_limited(settings):
     response = client.post(reverse("login"), {"username": UserFactory().email, "password": "x"})
 
     assert response.status_code == 429
+
+
+def test_sign_in_goes_on_unlimited_while_the_cache_is_down(settings, caplog):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # what a stopped Redis looks like
+        }
+    }
+    user = UserFactory(email=f"{uuid.uuid4().hex}@example.com")
+
+    response = Client().post(reverse("login"), {"username": user.email, "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert "not counted: the cache does not answer" in caplog.text
