@@ -16,6 +16,7 @@ from auctions.selectors import auction_snapshot, auctions_public
 from auctions.services import BidRejected, auction_buy_now, bid_place
 from marketplace.live import server_loop_register
 from marketplace.models import Organization
+from marketplace.ratelimit import bid_rate_count
 from marketplace.selectors import organization_current
 
 # Close code for an auction that does not exist or is not public (sent after accepting, so
@@ -80,6 +81,13 @@ def _bid_place(
         raise BidRejected("not_authenticated", "Log in to bid.")
     if organization is None:
         raise BidRejected("not_a_buyer", "Join or create a buyer organization to bid.")
+    limited = bid_rate_count(user)
+    if not limited.allowed:
+        raise BidRejected(
+            "rate_limited",
+            f"Too many bids: wait {limited.retry_after} seconds, then bid again.",
+            retry_after_seconds=limited.retry_after,
+        )
     outcome = bid_place(
         auction_id=auction_id,
         bidder=organization,

@@ -25,6 +25,7 @@ from auctions.selectors import (
 from auctions.services import BidRejected, auction_buy_now, bid_place
 from marketplace.models import Organization
 from marketplace.money import CURRENCY_EXPONENTS, money_format
+from marketplace.ratelimit import bid_rate_count
 from providers.selectors import providers_public
 
 AUCTIONS_PER_PAGE = 50
@@ -112,6 +113,15 @@ def auction_detail(request, pk):
     if request.method == "POST":
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
+        limited = bid_rate_count(request.user)
+        if not limited.allowed:
+            form.add_error(
+                None, f"Too many bids: wait {limited.retry_after} seconds, then bid again."
+            )
+            context = _detail_context(request, auction, form)
+            response = render(request, "auctions/detail.html", context, status=429)
+            response["Retry-After"] = str(limited.retry_after)
+            return response
         if request.organization is None:
             form.add_error(None, "Join or create a buyer organization to bid.")
         elif form.is_valid():

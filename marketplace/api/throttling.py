@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
-from marketplace.ratelimit import rate_count
+from marketplace.ratelimit import bid_rate_count, rate_count
 
 
 class PrincipalRateThrottle(UserRateThrottle):
@@ -28,10 +28,11 @@ class BidRateThrottle(BaseThrottle):
 
     def allow_request(self, request, view):
         api_key = getattr(request.user, "api_key", None)
-        # a key by its random prefix: counters outlive a test database in a shared Redis
-        ident = f"key-{api_key.prefix}" if api_key is not None else f"user-{request.user.pk}"
-        rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
-        decision = rate_count(scope=self.scope, ident=ident, rate=rate)
+        if api_key is None:  # a signed-in user: the same bucket as its page and websocket bids
+            decision = bid_rate_count(request.user)
+        else:  # a key by its random prefix: counters outlive a test database in a shared Redis
+            rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
+            decision = rate_count(scope=self.scope, ident=f"key-{api_key.prefix}", rate=rate)
         self.retry_after = decision.retry_after
         return decision.allowed
 

@@ -88,3 +88,28 @@ def test_sign_in_goes_on_unlimited_while_the_cache_is_down(settings, caplog):
 
     assert response.status_code == 302
     assert "not counted: the cache does not answer" in caplog.text
+
+
+def test_bids_from_the_page_share_the_users_limit_and_say_how_long_to_wait(settings, client):
+    from auctions.models import Bid
+    from tests.factories import AuctionFactory, buyer
+
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "bids": "2/day",
+        },
+    }
+    _organization, user = buyer()
+    client.force_login(user)
+    auction = AuctionFactory()
+    url = f"/auctions/{auction.pk}/"
+    for amount in ("10.00", "12.00"):
+        assert client.post(url, {"amount": amount, "client_bid_id": amount}).status_code == 302
+
+    response = client.post(url, {"amount": "15.00", "client_bid_id": "third"})
+
+    assert response.status_code == 429
+    assert "Too many bids: wait" in response.content.decode()
+    assert Bid.objects.filter(auction=auction).count() == 2
