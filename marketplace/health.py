@@ -1,12 +1,18 @@
 """Health checks for load balancers and operators: `/healthz` says the process answers;
-`/readyz` says it can serve (the database answers, and the cache, which holds the API's rate
-limits, answers too). Each check is timed; none writes anything but one cache key."""
+`/readyz` says it can serve: the database answers (else 503). The cache (Redis, shared by all
+servers) is reported too, but its outage only degrades the site (live updates, the API's rate
+limits): failing every server's readiness together would take the whole site down. Each check
+is timed; the body names a failure's kind, the log its details; only one cache key is
+written."""
 
+import logging
 import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,9 +28,9 @@ def _timed(name: str, probe) -> Check:
     try:
         probe()
     except Exception as exc:  # any failure makes the check fail, and says why
-        return Check(
-            name, False, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}"
-        )
+        elapsed = (time.perf_counter() - started) * 1000
+        logger.warning("Readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+        return Check(name, False, elapsed, type(exc).__name__)  # no addresses or names shown
     return Check(name, True, (time.perf_counter() - started) * 1000)
 
 

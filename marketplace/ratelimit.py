@@ -7,6 +7,7 @@ writes it back, concurrent requests can never all pass on a stale read. When the
 answer (Redis stopped), nothing is limited and a warning is logged: signing in and bidding go
 on."""
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# DRF's spellings, which API_THROTTLE_* rates used before: 600/min, 600/m, 10/s, 5/h, 100/d
+PERIODS.update({"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400})
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,21 @@ def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
 
 
 def client_address(request) -> str:
-    """The client's address: behind the TLS proxy (BEHIND_TLS_PROXY), the first address of
-    X-Forwarded-For, which the proxy sets (docs/deployment.md); else the socket's."""
+    """The client's address as a rate-limit key: behind the TLS proxy (BEHIND_TLS_PROXY), the
+    last address of X-Forwarded-For, the one the proxy itself added (whatever the client sent
+    before it); else the socket's. An IPv6 address counts by its /64 network, which one
+    client holds whole."""
+    address = request.META.get("REMOTE_ADDR", "") or ""
     if getattr(settings, "BEHIND_TLS_PROXY", False):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        address = forwarded or address
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def bid_rate_count(user) -> RateDecision:

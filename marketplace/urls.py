@@ -35,6 +35,7 @@ urlpatterns = [
     path("ratings/", include("billing.urls")),
     path("billing/", include("billing.payment_urls")),
     path("console/", console_site.urls),
+    path("admin/login/", views.RateLimitedAdminLoginView.as_view(), name="admin_login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,15 +1,19 @@
 """Pages of the shared kernel: home, sign-up, dashboard, organizations, invitations, API keys."""
 
 import hashlib
+import unicodedata
 
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.forms.utils import ErrorDict
 from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from marketplace.forms import ApiKeyForm, InvitationForm, OrganizationForm, SignUpForm
@@ -237,12 +241,14 @@ def healthz(request):
 
 
 def readyz(request):
-    """Readiness: the database and the cache answer; 503 naming what does not."""
+    """Readiness: 200 while the database answers ("degraded" when the cache does not), else
+    503; each check's result."""
     checks = readiness_checks()
-    ready = all(check.ok for check in checks)
+    ready = all(check.ok for check in checks if check.name == "database")
+    degraded = not all(check.ok for check in checks)
     return JsonResponse(
         {
-            "status": "ok" if ready else "unavailable",
+            "status": "unavailable" if not ready else "degraded" if degraded else "ok",
             "checks": {
                 check.name: {
                     "ok": check.ok,
@@ -256,13 +262,16 @@ def readyz(request):
     )
 
 
-class RateLimitedLoginView(LoginView):
-    """Sign-in with atomic rate limits (marketplace.ratelimit): per client address
-    (LOGIN_RATE_PER_ADDRESS) and per account typed (LOGIN_RATE_PER_ACCOUNT). Past either, the
-    form says how long to wait, with 429 and Retry-After; nothing is checked meanwhile."""
+class SignInRateLimited:
+    """For login views: sign-in attempts counted atomically (marketplace.ratelimit) per client
+    address (LOGIN_RATE_PER_ADDRESS) and per account typed, as the form reads it (Unicode
+    NFKC, case folded: look-alike spellings count as the same account;
+    LOGIN_RATE_PER_ACCOUNT). Past either, the form says how long to wait, with 429 and
+    Retry-After, and no password is checked."""
 
     def post(self, request, *args, **kwargs):
-        account = (request.POST.get("username") or "").strip().lower()[:254]
+        typed = unicodedata.normalize("NFKC", request.POST.get("username") or "")
+        account = typed.strip().lower()[:254]
         decisions = [
             rate_count(
                 scope="login-address",
@@ -279,9 +288,35 @@ class RateLimitedLoginView(LoginView):
         if not refused:
             return super().post(request, *args, **kwargs)
         wait = max(decision.retry_after for decision in refused)
-        form = self.get_form()
-        form.errors.clear()
+        # an unbound form (a bound one would check the password when its errors are read)
+        form = self.get_form_class()(request, initial={"username": typed[:254]})
+        form._errors = ErrorDict()
+        form.cleaned_data = {}
         form.add_error(None, f"Too many sign-in attempts: wait {wait} seconds, then try again.")
         response = self.render_to_response(self.get_context_data(form=form), status=429)
         response["Retry-After"] = str(wait)
         return response
+
+
+class RateLimitedLoginView(SignInRateLimited, LoginView):
+    """The site's sign-in page."""
+
+
+class RateLimitedAdminLoginView(SignInRateLimited, LoginView):
+    """The staff admin's sign-in page (/admin/login/), limited like the site's: staff accounts
+    verify providers and cancel auctions."""
+
+    template_name = "admin/login.html"
+    authentication_form = AdminAuthenticationForm
+
+    def get_context_data(self, **kwargs):
+        return {
+            **super().get_context_data(**kwargs),
+            **admin.site.each_context(self.request),
+            "app_path": self.request.get_full_path(),
+            "title": "Log in",
+            "site_header": admin.site.site_header,
+        }
+
+    def get_default_redirect_url(self):
+        return reverse("admin:index")

@@ -113,3 +113,66 @@ def test_bids_from_the_page_share_the_users_limit_and_say_how_long_to_wait(setti
     assert response.status_code == 429
     assert "Too many bids: wait" in response.content.decode()
     assert Bid.objects.filter(auction=auction).count() == 2
+
+
+def test_look_alike_spellings_of_an_account_share_its_limit(settings):
+    settings.LOGIN_RATE_PER_ACCOUNT = "2/day"
+    user = UserFactory(email=f"alice{uuid.uuid4().hex[:8]}@example.com")
+    full_width_a = "\uff41" + user.email[1:]  # the form reads it as the same address
+    for typed in (user.email.upper(), f"  {full_width_a} "):
+        Client().post(reverse("login"), {"username": typed, "password": "wrong"})
+
+    response = Client().post(reverse("login"), {"username": user.email, "password": PASSWORD})
+
+    assert response.status_code == 429
+
+
+def test_a_refused_sign_in_checks_no_password(settings):
+    from django.contrib.auth.signals import user_login_failed
+
+    settings.LOGIN_RATE_PER_ACCOUNT = "1/day"
+    user = UserFactory(email=f"{uuid.uuid4().hex}@example.com")
+    Client().post(reverse("login"), {"username": user.email, "password": "wrong"})
+    checked = []
+
+    def failed(**kwargs):
+        checked.append(kwargs)
+
+    user_login_failed.connect(failed)
+    try:
+        response = Client().post(reverse("login"), {"username": user.email, "password": "x"})
+    finally:
+        user_login_failed.disconnect(failed)
+
+    assert response.status_code == 429
+    assert checked == []
+
+
+def test_the_staff_admin_sign_in_is_limited_too(settings):
+    settings.LOGIN_RATE_PER_ACCOUNT = "2/day"
+    staff = UserFactory(email=f"{uuid.uuid4().hex}@example.com", is_staff=True)
+    for _ in range(2):
+        Client().post("/admin/login/", {"username": staff.email, "password": "wrong"})
+
+    response = Client().post("/admin/login/", {"username": staff.email, "password": PASSWORD})
+
+    assert response.status_code == 429
+    assert "Too many sign-in attempts" in response.content.decode()
+    # within the limit, staff sign in and land on the admin
+    other = UserFactory(email=f"{uuid.uuid4().hex}@example.com", is_staff=True)
+    response = Client().post("/admin/login/", {"username": other.email, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == reverse("admin:index")
+
+
+def test_behind_the_proxy_the_address_is_the_one_the_proxy_added_and_ipv6_counts_by_64(
+    settings, rf
+):
+    from marketplace.ratelimit import client_address
+
+    settings.BEHIND_TLS_PROXY = True
+    spoofed = rf.get("/", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7", REMOTE_ADDR="10.0.0.2")
+    assert client_address(spoofed) == "198.51.100.7"
+    v6 = rf.get("/", HTTP_X_FORWARDED_FOR="2001:db8:1:2:aaaa::1", REMOTE_ADDR="10.0.0.2")
+    assert client_address(v6) == "2001:db8:1:2::/64"
+    settings.BEHIND_TLS_PROXY = False
+    assert client_address(spoofed) == "10.0.0.2"
