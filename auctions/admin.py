@@ -158,7 +158,8 @@ class BidConsoleAdmin(ConsoleReadOnly, ProviderScopedAdmin):
         "price_after_minor",
         "placed_at",
     ]
-    list_filter = ["auction"]
+    # only this provider's auctions to filter by, not every auction of the exchange
+    list_filter = [("auction", admin.RelatedOnlyFieldListFilter)]
     fields = ["auction", "seq", "bidder_handle", "amount_minor", "price_after_minor", "placed_at"]
     readonly_fields = fields
 

@@ -6,6 +6,7 @@ public about a provider's ratings is its `rating` aggregate in /providers/ and i
 billing.ratings).
 """
 
+from django.db.models import Q
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -204,13 +205,37 @@ class RatingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         serializer.is_valid(raise_exception=True)
         values = serializer.validated_data
         organization = self.organization
+        rater = None
+        if values["kind"] != RatingKind.PROVIDER:
+            rater = provider_of(organization=organization)
+            if rater is None:
+                raise Problem(
+                    "Only providers rate recipients; your organization is not a provider.",
+                    code="not_a_party",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+        # only a lease or job the caller is a party to is looked at: another's is answered
+        # exactly as one that does not exist
         lease = job = None
         if "lease" in values:
-            lease = Lease.objects.filter(pk=values["lease"]).first()
+            lease = (
+                Lease.objects.filter(pk=values["lease"])
+                .filter(Q(winner=organization) | Q(block__provider__organization=organization))
+                .first()
+            )
             if lease is None:
                 raise not_a_party(f"lease {values['lease']}")
         else:
-            job = Job.objects.filter(pk=values["job"]).first()
+            job = (
+                Job.objects.filter(pk=values["job"])
+                .filter(
+                    Q(organization=organization)
+                    | Q(items__provider__organization=organization)
+                    | Q(lease__block__provider__organization=organization)
+                )
+                .distinct()
+                .first()
+            )
             if job is None:
                 raise not_a_party(f"job {values['job']}")
         try:
@@ -237,15 +262,8 @@ class RatingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                     comment=values["comment"],
                 )
             else:
-                provider = provider_of(organization=organization)
-                if provider is None:
-                    raise Problem(
-                        "Only providers rate recipients; your organization is not a provider.",
-                        code="not_a_party",
-                        status_code=status.HTTP_403_FORBIDDEN,
-                    )
                 rating = recipient_rating_create(
-                    provider=provider,
+                    provider=rater,
                     user=acting_user(request),
                     lease=lease,
                     job=job,

@@ -100,7 +100,7 @@ class Side:
     group: Any = None
     o: dict[str, Any] = field(default_factory=dict)  # name -> object
     claim_token: str = ""
-    rows: set = field(default_factory=set)  # (model label, pk) of every row of the side
+    rows: set = field(default_factory=set)  # B only: (model label, pk) of every row it has
     org_ids: set = field(default_factory=set)  # its organizations, payers' included
 
 
@@ -244,7 +244,8 @@ def side_build(tag: str) -> Side:
     side.orgs["group"] = group.organization
     side.users["group"] = admin
     payer = group_joined(group, share_bps=3000, cap_minor=20_000)
-    invitation = member_invite_user(group=group, by=admin, email=f"invitee-{tag.lower()}@x.test")
+    # the invitation is for the recipient's owner: it answers it (and lists it) with its key
+    invitation = member_invite_user(group=group, by=admin, email=side.users["recipient"].email)
     group_lease = LeaseFactory(winner=group.organization, block__provider=provider, block__seats=3)
     group_seat = seat_assign(lease=group_lease, by=admin, kind="user", email=payer.user.email)
     offered = ServiceBlockFactory(provider=provider)
@@ -401,11 +402,7 @@ def only_own_records(principal: Principal) -> Callable[[str, dict], bool]:
         if label == "marketplace.IdempotencyRecord":
             return row["organization_id"] == principal.organization.pk
         if label == "segmentation.Job":
-            return (
-                row["organization_id"] == principal.organization.pk
-                and row["status"] == "failed"
-                and row["lease_id"] is None
-            )
+            return row["organization_id"] == principal.organization.pk and row["status"] == "failed"
         return False
 
     return allowed
@@ -723,7 +720,15 @@ def objects(path: str, targets, **bodies) -> None:
 objects("/blocks/{id}/", one("block", "provider"), GET=None)
 objects("/cards/{id}/", one("card", None), DELETE=None)
 objects("/devices/{id}/", one("device", "recipient"), GET=None, DELETE=None)
-objects("/group-invitations/{id}/accept", one("invitation", None), POST={"role": "sponsored"})
+objects(
+    "/group-invitations/{id}/accept",
+    one("invitation", None),
+    POST=lambda w: {
+        "role": "payer",
+        "paying_organization": w.a.orgs["recipient"].pk,
+        "cap_minor": 1000,
+    },
+)
 objects("/group-invitations/{id}/decline", one("invitation", None), POST={})
 objects("/group-offers/{id}/", one("group_offer", "provider"), GET=None)
 objects("/group-offers/{id}/withdraw", one("group_offer", None), POST={})
@@ -828,7 +833,7 @@ LISTS: dict[tuple[str, str], ListEntry] = {
         lambda w: (
             {_b(w, "invitation").pk} | _of_b(GroupMember, group__organization__in="b_orgs")(w)
         ),
-        "group",
+        "recipient",
     ),
     (f"{API}/group-offers/", "GET"): ListEntry(
         _of_b(GroupOffer, provider="b_provider"), "provider"
@@ -1079,6 +1084,37 @@ NAMING: dict[tuple[str, str], NamingEntry] = {
             )
         ]
     ),
+    (f"{API}/routing-paths/{{id}}/", "PATCH"): NamingEntry(
+        lambda w: [
+            (
+                "A's path over B's network",
+                {"id": _a(w, "path").pk},
+                {"hops": [_b(w, "network").pk]},
+                {"hops": [MISSING_ID]},
+            )
+        ]
+    ),
+    (f"{API}/routing-paths/{{id}}/", "PUT"): NamingEntry(
+        lambda w: [
+            (
+                "A's path replaced over B's network",
+                {"id": _a(w, "path").pk},
+                {"name": "Sneaky", "capacity_mbps": 10, "hops": [_b(w, "network").pk]},
+                {"name": "Sneaky", "capacity_mbps": 10, "hops": [MISSING_ID]},
+            )
+        ]
+    ),
+    (f"{API}/group-invitations/{{id}}/accept", "POST"): NamingEntry(
+        lambda w: [
+            (
+                # A's group invited A's recipient's owner, who answers with its key or signed in
+                "A's invitee pledges B's money",
+                {"id": _a(w, "invitation").pk},
+                {"role": "payer", "paying_organization": w.b.orgs["recipient"].pk, "cap_minor": 1},
+                {"role": "payer", "paying_organization": MISSING_ID, "cap_minor": 1},
+            )
+        ]
+    ),
     (f"{API}/service-requests/", "POST"): NamingEntry(_request_bodies),
     (f"{API}/service-requests/{{id}}/availability/", "POST"): NamingEntry(
         lambda w: [
@@ -1252,10 +1288,11 @@ def check_call(
 ):
     """The leaks of one call by A naming B's objects, next to the call naming nothing."""
     fks = fk_targets()
-    before = snapshot()
+    # a GET is checked to change nothing by the test, around all of them
+    before = snapshot() if method != "GET" else None
     response = send(principal.client, call_b)
     text = content_of(response)
-    after = snapshot()
+    after = snapshot() if method != "GET" else None
     control = send(principal.client, call_missing)
     content_of(control)
     leaks = []
@@ -1275,15 +1312,16 @@ def check_call(
         )
     if CANARY_B in text:
         leaks.append(f"{where}: B's private names in the answer: {text[:300]}")
-    allowed = only_own_records(principal)
-    changes = db_changes(
-        before,
-        after,
-        allowed_new=lambda label, row: (
-            allowed(label, row) and not points_at_b(world, label, row, fks)
-        ),
-    )
-    leaks += [f"{where}: {change}" for change in changes]
+    if before is not None:
+        allowed = only_own_records(principal)
+        changes = db_changes(
+            before,
+            after,
+            allowed_new=lambda label, row: (
+                allowed(label, row) and not points_at_b(world, label, row, fks)
+            ),
+        )
+        leaks += [f"{where}: {change}" for change in changes]
     return leaks
 
 
@@ -1296,7 +1334,7 @@ OBJECT_PATHS = sorted({path for path, _ in OBJECTS})
 
 @pytest.mark.parametrize("path", OBJECT_PATHS)
 def test_another_organizations_object_is_a_404_that_changes_nothing(path, world, attackers, owners):
-    leaks, errors = [], []
+    cases = []  # (method, variant, call of the operation for some path parameters)
     for (entry_path, method), entry in sorted(OBJECTS.items()):
         if entry_path != path:
             continue
@@ -1307,27 +1345,40 @@ def test_another_organizations_object_is_a_404_that_changes_nothing(path, world,
                 body = entry.body(world) if entry.body else None
                 return Call(method, url_of(path, params), body, entry.multipart, headers)
 
-            if method == "GET" and variant.owner:
-                # the matrix names a real object: its owner reads it
-                owner = owners[variant.owner]
-                response = send(owner.client, call(variant.of_b))
-                content_of(response)
-                if response.status_code != 200:
-                    errors.append(
-                        f"matrix error: {method} {path} [{variant.label}] is "
-                        f"{response.status_code} to its owner: {response.content[:300]!r}"
-                    )
-            for principal in attackers:
-                leaks += check_call(
-                    world,
-                    principal,
-                    variant.label,
-                    path,
-                    method,
-                    call(variant.of_b),
-                    call(variant.missing),
+            cases.append((method, variant, call))
+    # the matrix names real objects: their owner reads them (first: a read may compute, e.g.
+    # a request's plan)
+    errors = []
+    for method, variant, call in cases:
+        if method == "GET" and variant.owner:
+            response = send(owners[variant.owner].client, call(variant.of_b))
+            content_of(response)
+            if response.status_code != 200:
+                errors.append(
+                    f"matrix error: {method} {path} [{variant.label}] is "
+                    f"{response.status_code} to its owner: {response.content[:300]!r}"
                 )
     assert not errors, "\n".join(errors)
+    leaks, before = [], snapshot()
+    for method, variant, call in cases:
+        for principal in attackers:
+            leaks += check_call(
+                world,
+                principal,
+                variant.label,
+                path,
+                method,
+                call(variant.of_b),
+                call(variant.missing),
+            )
+    # nothing that existed changed, whatever the method (new rows were checked call by call)
+    fks = fk_targets()
+    changes = db_changes(
+        before,
+        snapshot(),
+        allowed_new=lambda label, row: not points_at_b(world, label, row, fks),
+    )
+    leaks += [f"{path}, after every call: {change}" for change in changes]
     assert not leaks, f"{len(leaks)} cross-organization leaks:\n" + "\n".join(leaks)
 
 
@@ -1426,3 +1477,116 @@ def test_every_operation_of_the_schema_is_in_the_matrix_or_public():
         if "{" in key[0] and not {"object", "public"} & set(names)
     ]
     assert unattacked == []
+
+
+# --- objects two organizations share --------------------------------------------------------------
+
+
+def test_a_provider_sees_only_its_own_answer_to_a_request_sent_to_both(world, attackers):
+    """A request of B's recipient sent to both providers, answered by B's at a telling price:
+    A's provider reads the request and answers it, but sees neither B's answer nor its price
+    nor the maker's profile, and changes nothing of the maker's."""
+    shared = ServiceRequestFactory(
+        organization=world.b.orgs["recipient"], profile=_b(world, "profile")
+    )
+    shared.broadcast_to.add(world.a.provider, world.b.provider)
+    answer_b = availability_submit(
+        provider=world.b.provider,
+        service_request=shared,
+        paths=[PathOffer(path_id=_b(world, "path").pk, bandwidth_mbps=500)],
+        price_per_gb_minor=86_419,
+        currency="USD",
+        valid_until=_ahead(minutes=30),
+    )
+    url = f"{API}/service-requests/{shared.pk}/"
+    leaks = []
+    for principal in attackers:
+        if principal.kind != "provider":
+            continue
+        where = f"as {principal.label}"
+        for read in (url, f"{url}availability/", f"{API}/service-requests/?role=received"):
+            response = principal.client.get(read)
+            text = content_of(response)
+            if response.status_code != 200:
+                leaks.append(f"GET {read} {where}: {response.status_code} to a provider asked")
+            for secret in ("86419", CANARY_B, f'"id":{answer_b.pk},'):
+                if secret in text:
+                    leaks.append(f"GET {read} {where}: shows {secret!r}: {text[:300]}")
+        body = principal.client.get(url).json()
+        if "profile" in body or body.get("yours") != {"message": None}:
+            leaks.append(f"GET {url} {where}: the maker's profile or B's answer: {body}")
+        for action, data in (("plan/", None), ("cancel/", {}), ("negotiation/", {})):
+            before = snapshot()
+            call = Call("GET" if data is None else "POST", f"{url}{action}", data)
+            response = send(principal.client, call)
+            if response.status_code != 403 or response.json()["code"] != "not_the_maker":
+                leaks.append(f"{call.method} {call.url} {where}: {response.status_code}")
+            leaks += [
+                f"{call.method} {call.url} {where}: {change}"
+                for change in db_changes(
+                    before, snapshot(), allowed_new=only_own_records(principal)
+                )
+            ]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_a_number_seated_on_another_organizations_lease_gives_a_device_of_that_number_nothing(
+    world, attackers
+):
+    """B seats a telephone number on its lease; A registers a device with the same number.
+    A number is nobody's identity: A gets no sight of the lease and runs no job on it."""
+    phone = "+14155550777"
+    lease_b = _b(world, "lease")
+    seat_assign(lease=lease_b, by=world.b.users["recipient"], kind="phone", phone_number=phone)
+    for kind in ("recipient", "group"):
+        ClientDeviceFactory(organization=world.a.orgs[kind], phone_number=phone)
+    seats_path = f"{API}/leases/{{lease_id}}/seats/"
+    jobs_path = f"{API}/jobs/"
+    leaks = []
+    for principal in attackers:
+        leaks += check_call(
+            world,
+            principal,
+            "A's device has the number B seated",
+            seats_path,
+            "GET",
+            Call("GET", seats_path.format(lease_id=lease_b.pk)),
+            Call("GET", seats_path.format(lease_id=MISSING_ID)),
+        )
+        base = {"method": "packet-count", "param": "20"}
+        leaks += check_call(
+            world,
+            principal,
+            "a job on B's lease by the number's device",
+            jobs_path,
+            "POST",
+            Call("POST", jobs_path, {**base, "file": _upload(), "lease": lease_b.pk}, True),
+            Call("POST", jobs_path, {**base, "file": _upload(), "lease": MISSING_ID}, True),
+            naming=True,
+        )
+    assert not leaks, "\n".join(leaks)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_session_naming_another_organization_acts_for_the_users_own(kind, world):
+    """A signed-in user of A whose session names B's organization (a forged or stale choice)
+    still acts for A: B's objects stay 404s and B's lists stay B's."""
+    client = APIClient()
+    client.force_login(world.a.users[kind])
+    session = client.session
+    session["organization_id"] = world.b.orgs[kind].pk
+    session.save()
+    b_id = {
+        "provider": _b(world, "network").pk,
+        "recipient": _b(world, "job").pk,
+        "group": world.b.group.pk,
+    }[kind]
+    resource = {"provider": "networks", "recipient": "jobs", "group": "groups"}[kind]
+
+    detail = client.get(f"{API}/{resource}/{b_id}/")
+    listing = client.get(f"{API}/{resource}/")
+
+    assert detail.status_code == 404, detail.content
+    assert listing.status_code == 200
+    assert CANARY_B not in listing.content.decode()
+    assert b_id not in {item["id"] for item in listing.json()["results"]}
