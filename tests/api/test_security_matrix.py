@@ -269,12 +269,21 @@ def side_build(tag: str) -> Side:
     return side
 
 
+def tables() -> list:
+    """The models with a table of their own: no proxies, no unmanaged models (django-rq's
+    dashboard, installed with Redis, has no table)."""
+    return [
+        model
+        for model in apps.get_models(include_auto_created=True)
+        if not model._meta.proxy and model._meta.managed
+    ]
+
+
 def row_keys() -> set[tuple[str, Any]]:
     """Every row of the database as (model label, primary key)."""
     return {
         (model._meta.label, pk)
-        for model in apps.get_models(include_auto_created=True)
-        if not model._meta.proxy
+        for model in tables()
         for pk in model._base_manager.values_list("pk", flat=True)
     }
 
@@ -366,8 +375,8 @@ IGNORED_FIELDS = {"last_used_at", "last_login"}  # API keys and users are touche
 
 def snapshot() -> dict[str, dict[Any, dict]]:
     rows = {}
-    for model in apps.get_models(include_auto_created=True):
-        if model in IGNORED_MODELS or model._meta.proxy:
+    for model in tables():
+        if model in IGNORED_MODELS:
             continue
         pk = model._meta.pk.attname
         rows[model._meta.label] = {
