@@ -1,13 +1,24 @@
 """Auctions in the provider console (the provider's own blocks, auctions, bids and leases) and
-in the staff admin (moderators cancel auctions)."""
+in the staff admin (moderators cancel auctions and retract bids)."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from auctions.live import bidder_handle
 from auctions.models import Auction, Bid, Lease, ServiceBlock
-from auctions.services import auction_build, auction_cancel, block_build
+from auctions.services import (
+    RETRACT_PERMISSION,
+    BidRejected,
+    auction_build,
+    auction_cancel,
+    bid_retract,
+    block_build,
+)
 from marketplace.money import money_format
 from providers.console import ProviderScopedAdmin, console_provider, console_site
 
@@ -188,8 +199,24 @@ class BidInline(admin.TabularInline):
     model = Bid
     extra = 0
     can_delete = False
-    fields = ["seq", "bidder", "user", "amount_minor", "max_amount_minor", "price_after_minor"]
+    fields = [
+        "seq",
+        "bidder",
+        "user",
+        "amount_minor",
+        "max_amount_minor",
+        "price_after_minor",
+        "retracted_at",
+        "retract_link",
+    ]
     readonly_fields = fields
+
+    @admin.display(description="retract")
+    def retract_link(self, obj):
+        if obj.pk is None or obj.retracted_at is not None:
+            return ""
+        url = reverse("admin:auctions_bid_retract", args=[obj.pk])
+        return format_html('<a href="{}">Retract…</a>', url)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -218,3 +245,68 @@ class ServiceBlockAdmin(admin.ModelAdmin):
 @admin.register(Lease)
 class LeaseAdmin(admin.ModelAdmin):
     list_display = ["auction", "winner", "price_minor", "currency", "starts_at", "bought_now"]
+
+
+class BidRetractForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Recorded in the audit log; bids are binding, so say why this one is not.",
+    )
+
+
+@admin.register(Bid)
+class BidAdmin(admin.ModelAdmin):
+    """Bids are records: staff read them and may retract one (with a reason), nothing else."""
+
+    list_display = ["pk", "auction", "seq", "bidder", "amount_minor", "placed_at", "retracted_at"]
+    list_filter = ["channel", ("retracted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["bidder__name", "auction__pk"]
+    list_select_related = ["auction", "bidder"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        retract = self.admin_site.admin_view(self.retract_view)
+        return [
+            path("<int:bid_id>/retract/", retract, name="auctions_bid_retract"),
+            *super().get_urls(),
+        ]
+
+    def retract_view(self, request, bid_id: int):
+        if not (request.user.is_staff and request.user.has_perm(RETRACT_PERMISSION)):
+            raise PermissionDenied
+        bid = get_object_or_404(Bid.objects.select_related("auction", "bidder"), pk=bid_id)
+        form = BidRetractForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                bid_retract(
+                    bid_id=bid.pk, staff_user=request.user, reason=form.cleaned_data["reason"]
+                )
+            except BidRejected as rejected:
+                form.add_error(None, rejected.message)
+            except ValidationError as error:
+                _errors_onto(form, error)
+            else:
+                self.message_user(
+                    request,
+                    f"Bid #{bid.pk} retracted; auction #{bid.auction_id} was recomputed.",
+                    messages.WARNING,
+                )
+                return redirect("admin:auctions_auction_change", bid.auction_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Retract bid #{bid.pk}",
+            "bid": bid,
+            "amount": money_format(bid.amount_minor, bid.auction.currency),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/auctions/bid/retract.html", context)

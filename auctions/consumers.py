@@ -1,9 +1,14 @@
 """The live auction page's websocket: a snapshot on connect, every event of the auction as it
 happens, and bids and buy-now from signed-in buyers. Bids go through the same service as the
-web form and the API (`bid_place`)."""
+web form and the API (`bid_place`).
+
+When the channel layer (Redis) does not answer, on connect or later, the page is told that live
+updates are paused and the socket closes (marketplace.live.LiveChannelGuard); bids still go in
+through the plain form and the API, and the page resyncs from a snapshot once it reconnects."""
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 
@@ -14,10 +19,12 @@ from auctions.live import EVENT_HANDLER, auction_group_name
 from auctions.models import BidChannel
 from auctions.selectors import auction_snapshot, auctions_public
 from auctions.services import BidRejected, auction_buy_now, bid_place
-from marketplace.live import server_loop_register
+from marketplace.live import LiveChannelGuard, server_loop_register
 from marketplace.models import Organization
 from marketplace.ratelimit import bid_rate_count
 from marketplace.selectors import organization_current
+
+logger = logging.getLogger(__name__)
 
 # Close code for an auction that does not exist or is not public (sent after accepting, so
 # the browser sees it and stops reconnecting).
@@ -125,24 +132,34 @@ def _amount_parse(value, *, optional: bool = False) -> int | None:
     return value
 
 
-class AuctionConsumer(AsyncJsonWebsocketConsumer):
+class AuctionConsumer(LiveChannelGuard, AsyncJsonWebsocketConsumer):
     """One auction's live feed at /ws/auctions/<id>/ (JSON messages)."""
+
+    group_name = None
 
     async def connect(self):
         self.auction_id = self.scope["url_route"]["kwargs"]["auction_id"]
-        self.group_name = auction_group_name(self.auction_id)
         self.recent_messages = deque()
         # Workers closing auctions in this process send their events through this loop.
         server_loop_register(asyncio.get_running_loop())
+        if self.live_is_lost():
+            await self.live_pause()
+            return
         # Join before reading the snapshot, so no event falls between the two: an event the
         # snapshot already contains is ignored by the page (its seq is not newer).
-        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        try:
+            await self.group_join(auction_group_name(self.auction_id))
+        except Exception as error:
+            logger.warning("Auction %s: live channel unreachable (%r)", self.auction_id, error)
+            await self.live_pause()
+            return
+        self.group_name = auction_group_name(self.auction_id)
         self.user, self.organization, snapshot = await _acting_and_snapshot(
             self.auction_id, self.scope
         )
         await self.accept()
         if snapshot is None:
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+            await self.groups_leave([self.group_name])
             self.group_name = None
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -154,8 +171,8 @@ class AuctionConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "gap_timer", None) is not None:
             self.gap_timer.cancel()
-        if getattr(self, "group_name", None):
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        if self.group_name:
+            await self.groups_leave([self.group_name])
 
     async def dispatch(self, message):
         # Relaying an event needs no database: skip the hop through the database thread that

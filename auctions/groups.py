@@ -276,6 +276,8 @@ def group_create(
     name = (name or "").strip()
     if not name or len(name) > NAME_MAX:
         raise GroupRefused("invalid_name", f"A group's name has 1 to {NAME_MAX} characters.")
+    if not name.isprintable():
+        raise GroupRefused("invalid_name", "A group's name is one line of printable text.")
     try:
         currency_validate(currency)
     except Exception as exc:  # a ValidationError with the reason
@@ -341,7 +343,8 @@ def member_invite_user(*, group: BuyingGroup, by: User, email: str) -> GroupMemb
         status=MemberStatus.INVITED,
         invited_by=by,
     )
-    subject = f"You are invited to the buying group {group}"
+    # One line, whatever the name holds: a line break in a subject is a header injection.
+    subject = " ".join(f"You are invited to the buying group {group}".split())
     body = (
         f"{by.email} invites you to the buying group {group} on Segment Exchange. Sign in "
         "(or sign up with this address) and answer at "

@@ -32,6 +32,9 @@ def auction_events_publish(auction_id: int, events: list[dict]) -> None:
     for event in events:
         try:
             group_send(auction_group_name(auction_id), {"type": EVENT_HANDLER, "event": event})
-        except Exception:
-            # Watchers that miss an event see a gap in seq and resync from a snapshot.
-            logger.exception("Could not publish %s of auction %s", event.get("type"), auction_id)
+        except Exception as error:
+            # Watchers that miss an event see a gap in seq and resync from a snapshot; pages
+            # whose live channel is down (Redis stopped) resync once they reconnect.
+            logger.warning(
+                "Could not publish %s of auction %s: %r", event.get("type"), auction_id, error
+            )

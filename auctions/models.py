@@ -211,9 +211,24 @@ class Bid(models.Model):
     client_bid_id = models.CharField(max_length=64, blank=True)
     channel = models.CharField(max_length=8, choices=BidChannel.choices, default=BidChannel.WEB)
     placed_at = models.DateTimeField()
+    # Bids are binding; only exchange staff retract one (with the reason). A retracted bid
+    # stays on record but counts no more: the standing is rebuilt from the others.
+    retracted_at = models.DateTimeField(null=True, blank=True)
+    retracted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    retraction_reason = models.CharField(max_length=500, blank=True)
+    # What the bidder offered, when the history shows more: a leader's raise is shown at the
+    # standing price; a retraction replays what was offered.
+    offered_minor = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["auction", "seq"]
+        permissions = [("retract_bid", "Can retract a bid (exchange staff)")]
         constraints = [
             models.UniqueConstraint(
                 fields=["auction", "bidder", "client_bid_id"],

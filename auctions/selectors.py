@@ -53,8 +53,9 @@ def auctions_filter(
 
 
 def bids_recent(*, auction: Auction, limit: int = SNAPSHOT_BIDS) -> list[Bid]:
-    """The latest accepted bids, oldest first."""
-    return list(reversed(auction.bids.order_by("-seq")[:limit]))
+    """The latest bids that stand (accepted, not retracted by staff), oldest first."""
+    standing = auction.bids.filter(retracted_at__isnull=True)
+    return list(reversed(standing.order_by("-seq")[:limit]))
 
 
 def bid_public(bid: Bid) -> dict:
@@ -66,6 +67,8 @@ def bid_public(bid: Bid) -> dict:
         "bidder": bidder_handle(bid.auction_id, bid.bidder_id),
         "leader": bidder_handle(bid.auction_id, bid.leader_after_id),
         "placed_at": bid.placed_at.isoformat(),
+        # Exchange staff may retract a bid; it stays in the history, counting no more.
+        "retracted_at": bid.retracted_at.isoformat() if bid.retracted_at else None,
     }
 
 

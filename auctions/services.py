@@ -45,6 +45,9 @@ from marketplace.services import audit_log_record
 from providers.models import ProviderProfile
 from providers.services import provider_assert_can_sell
 
+# The staff permission to retract a bid (superusers have it; grant it to moderators).
+RETRACT_PERMISSION = "auctions.retract_bid"
+
 
 class BidRejected(Exception):
     """A bid the rules refuse; `code` is stable and machine-readable."""
@@ -458,6 +461,11 @@ def bid_place(
         earlier = Bid.objects.filter(
             auction=auction, bidder=bidder, client_bid_id=client_bid_id
         ).first()
+        if earlier is not None and earlier.retracted_at is not None:
+            raise BidRejected(
+                "bid_retracted",
+                "The exchange's staff retracted that bid; it no longer counts. Place a new one.",
+            )
         if earlier is not None:
             return _replay(auction, earlier)
     if bidder.is_group:
@@ -469,6 +477,7 @@ def bid_place(
     standing = bid_resolve(
         auction=auction, bidder_id=bidder.pk, amount_minor=amount_minor, max_minor=max_minor
     )
+    offered_minor = amount_minor
     if auction.leader_id == bidder.pk:
         # A leader's new bid only raises its hidden maximum; the history shows it at the
         # standing price, never below it.
@@ -502,6 +511,7 @@ def bid_place(
         bidder=bidder,
         user=user,
         amount_minor=amount_minor,
+        offered_minor=offered_minor,
         max_amount_minor=max_amount_minor,
         price_after_minor=standing.price_minor,
         leader_after_id=standing.leader_id,
@@ -524,8 +534,20 @@ def bid_place(
             "extensions",
         ]
     )
-    # The bid row itself is the immutable record of the offer (who, what, when, through
-    # what); money moves, and is audited, when the lease is created.
+    audit_log_record(
+        action="bid.placed",
+        actor=user,
+        organization=bidder,
+        target=bid,
+        data={
+            "auction": auction.pk,
+            "amount_minor": amount_minor,
+            "price_after_minor": standing.price_minor,
+            "currency": auction.currency,
+            "proxy": max_amount_minor is not None,
+            "channel": channel,
+        },
+    )
     transaction.on_commit(partial(auction_events_publish, auction.pk, events))
     return BidOutcome(
         bid=bid, auction=auction, leading=standing.leader_id == bidder.pk, events=events
@@ -561,6 +583,139 @@ def auction_buy_now(*, auction_id: int, buyer: Organization, user: User) -> Leas
         data={"price_minor": auction.buy_now_price_minor},
     )
     return _auction_end(auction, now=now, bought_now=True).lease
+
+
+def _standing_rebuild(auction: Auction) -> list[int]:
+    """Recompute a locked auction's price, leader and hidden maximum from the bids that stand
+    (not retracted), replayed in order through the rules of `bid_place` with what each bidder
+    offered. A bid is passed over when the rules refuse it without the retracted ones (a
+    leader's raise that no longer raises anything), or when its bidder could not place it now
+    (no longer a member, no card, unpaid leases, a group whose payers' pledges no longer cover
+    it): a retraction never revives a bid its bidder could not stand by. Each replayed bid's
+    price and leader after it are rewritten to the replay's, so the history agrees with the
+    standing. Returns the ids of the bids passed over."""
+    auction.current_price_minor = None
+    auction.leader = None
+    auction.leader_user = None
+    auction.leader_max_minor = None
+    standing_bids = list(
+        auction.bids.filter(retracted_at__isnull=True).select_related("bidder", "user")
+    )
+    eligible: dict[tuple[int, int | None], bool] = {}
+    passed_over, replayed = [], []
+    for bid in sorted(standing_bids, key=lambda bid: bid.seq):
+        offered = bid.offered_minor or bid.amount_minor
+        maximum = bid.max_amount_minor or offered
+        try:
+            key = (bid.bidder_id, bid.user_id)
+            if key not in eligible:
+                try:
+                    if bid.user is None:
+                        raise BidRejected("not_a_buyer", "The bidder's account is gone.")
+                    bidder_assert_eligible(auction_id=auction.pk, bidder=bid.bidder, user=bid.user)
+                    eligible[key] = True
+                except BidRejected:
+                    eligible[key] = False
+            if not eligible[key]:
+                raise BidRejected("not_eligible", "The bidder could not place this bid now.")
+            if bid.bidder.is_group:
+                group_amounts_check(
+                    bidder=bid.bidder, currency=auction.currency, amounts=[offered, maximum]
+                )
+            standing = bid_resolve(
+                auction=auction, bidder_id=bid.bidder_id, amount_minor=offered, max_minor=maximum
+            )
+        except BidRejected:
+            passed_over.append(bid.pk)
+            continue
+        if standing.leader_id == bid.bidder_id:
+            auction.leader_user_id = bid.user_id
+        auction.current_price_minor = standing.price_minor
+        auction.leader_id = standing.leader_id
+        auction.leader_max_minor = standing.leader_max_minor
+        bid.price_after_minor = standing.price_minor
+        bid.leader_after_id = standing.leader_id
+        replayed.append(bid)
+    Bid.objects.bulk_update(replayed, ["price_after_minor", "leader_after"])
+    auction.bid_count = len(replayed)
+    return passed_over
+
+
+@transaction.atomic
+def bid_retract(*, bid_id: int, staff_user: User, reason: str) -> Auction:
+    """Exchange staff retract a bid (bids are binding: nobody else can). The bid stays on
+    record, marked retracted with who, when and why; the auction's standing is rebuilt from
+    the bids that stand and every watcher is told (live, then by resync). Only while the
+    auction runs: an ended auction's lease is settled business."""
+    if not (staff_user.is_staff and staff_user.has_perm(RETRACT_PERMISSION)):
+        raise PermissionDenied("Only exchange staff with the right to retract bids can.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Give the reason for retracting the bid."})
+    auction_id = Bid.objects.filter(pk=bid_id).values_list("auction_id", flat=True).first()
+    if auction_id is None:
+        raise BidRejected("bid_not_found", "There is no such bid.")
+    auction = _auction_locked(auction_id)
+    bid = Bid.objects.select_for_update().get(pk=bid_id)
+    if bid.retracted_at is not None:
+        return auction
+    if auction.status not in LIVE_STATUSES:
+        raise BidRejected(
+            "auction_ended", "This auction has ended; its bids can no longer be retracted."
+        )
+    bid.retracted_at = timezone.now()
+    bid.retracted_by = staff_user
+    bid.retraction_reason = reason[:500]
+    bid.save(update_fields=["retracted_at", "retracted_by", "retraction_reason"])
+    previous = {"price_minor": auction.current_price_minor, "leader": auction.leader_id}
+    passed_over = _standing_rebuild(auction)
+    events = [
+        _event(
+            auction,
+            "bid.retracted",
+            retracted_seq=bid.seq,
+            price_minor=auction.current_price_minor,
+            currency=auction.currency,
+            leader=bidder_handle(auction.pk, auction.leader_id),
+            bid_count=auction.bid_count,
+            reserve_met=auction.reserve_met,
+            min_next_minor=minimum_next_bid(auction),
+            buy_now_minor=auction.buy_now_price_minor if auction.buy_now_available else None,
+        )
+    ]
+    # The standing changed as a bid would change it: in the soft-close window the others get
+    # the same time to answer.
+    _extend_if_in_soft_close(auction, bid.retracted_at, events)
+    auction.save(
+        update_fields=[
+            "current_price_minor",
+            "leader",
+            "leader_user",
+            "leader_max_minor",
+            "bid_count",
+            "seq",
+            "closes_at",
+            "extensions",
+        ]
+    )
+    audit_log_record(
+        action="bid.retracted",
+        actor=staff_user,
+        organization=bid.bidder,
+        target=bid,
+        data={
+            "auction": auction.pk,
+            "amount_minor": bid.amount_minor,
+            "reason": bid.retraction_reason,
+            "price_before_minor": previous["price_minor"],
+            "price_after_minor": auction.current_price_minor,
+            "leader_before": previous["leader"],
+            "leader_after": auction.leader_id,
+            "passed_over": passed_over,
+        },
+    )
+    transaction.on_commit(partial(auction_events_publish, auction.pk, events))
+    return auction
 
 
 # --- Opening and closing ------------------------------------------------------------------------
@@ -616,6 +771,18 @@ def _auction_end(auction: Auction, *, now: datetime, bought_now: bool = False) -
             "leader_user",
             "leader_max_minor",
         ]
+    )
+    audit_log_record(
+        action="auction.closed",
+        organization=auction.block.provider.organization,
+        target=auction,
+        data={
+            "status": auction.status,
+            "price_minor": auction.current_price_minor,
+            "currency": auction.currency,
+            "winner": auction.leader_id if lease else None,
+            "bought_now": bought_now,
+        },
     )
     if lease is not None:
         audit_log_record(

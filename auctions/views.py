@@ -77,7 +77,9 @@ def _group_standings(request, auction: Auction, lease) -> list[dict]:
     groups = list(groups_of(request.user))
     bidders = set(
         Bid.objects.filter(
-            auction=auction, bidder_id__in=[group.organization_id for group in groups]
+            auction=auction,
+            bidder_id__in=[group.organization_id for group in groups],
+            retracted_at__isnull=True,
         ).values_list("bidder_id", flat=True)
     )
     ended = auction_is_ended(auction)
@@ -152,7 +154,10 @@ def auction_detail(request, pk):
 def _detail_context(request, auction: Auction, form: BidForm) -> dict:
     viewer = _viewer(request)
     snapshot = auction_snapshot(auction=auction, viewer=viewer)
-    you_bid = viewer is not None and Bid.objects.filter(auction=auction, bidder=viewer).exists()
+    you_bid = (
+        viewer is not None
+        and Bid.objects.filter(auction=auction, bidder=viewer, retracted_at__isnull=True).exists()
+    )
     lease = lease_of(auction=auction) if auction_is_ended(auction) else None
     history = [
         {**bid, "placed_at": datetime.fromisoformat(bid["placed_at"])}

@@ -182,6 +182,8 @@ def card_on_file(organization: Organization) -> bool:
 PROCESSING_SECONDS = 120
 # An error on the exchange's side (not the card's) is tried again after this long.
 ERROR_RETRY_SECONDS = 3600
+# last_error_code of a charge whose attempt could not reach Stripe (outcome unknown).
+STRIPE_UNREACHABLE = "stripe_unreachable"
 
 
 def statement_charge(*, statement_id: int, now=None) -> str:
@@ -262,9 +264,13 @@ def statement_charge(*, statement_id: int, now=None) -> str:
                 charge, exc.decline_code or exc.code or "card_declined", str(exc), now=now
             )
     except gateway.GatewayUnavailable as exc:
-        # outcome unknown: stays "processing"; once its time is up Stripe is read back
-        Charge.objects.filter(pk=charge.pk).update(
-            last_error=f"Stripe unreachable, outcome not known yet: {exc}"
+        # outcome unknown: stays "processing"; once its time is up (next_attempt_at) the
+        # periodic job reads Stripe back, and sends the same attempt again (same key) only if
+        # Stripe never saw it
+        logger.warning("Charge %s: Stripe unreachable, read back later: %s", charge.pk, exc)
+        Charge.objects.filter(pk=charge.pk, status=ChargeStatus.PROCESSING).update(
+            last_error_code=STRIPE_UNREACHABLE,
+            last_error=f"Stripe unreachable, outcome not known yet: {exc}",
         )
         return ChargeStatus.PROCESSING
     except gateway.GatewayError as exc:

@@ -285,8 +285,24 @@ class IdempotencyRecord(models.Model):
         return f"{self.method} {self.path} [{self.key}]"
 
 
+class AuditLogImmutable(Exception):
+    """An attempt to change or delete an audit log entry."""
+
+
+class AuditLogQuerySet(models.QuerySet):
+    """Entries are appended, never rewritten or removed in bulk either."""
+
+    def update(self, **kwargs):
+        raise AuditLogImmutable("Audit log entries cannot be changed.")
+
+    def delete(self):
+        raise AuditLogImmutable("Audit log entries cannot be deleted.")
+
+
 class AuditLogEntry(models.Model):
-    """Who did what to which object, for moderators and disputes."""
+    """Who did what to which object, for moderators and disputes. Append-only: neither an entry
+    nor a queryset of them can be changed or deleted through the ORM (deleting a user or an
+    organization only blanks who it was, keeping the entry)."""
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -300,12 +316,23 @@ class AuditLogEntry(models.Model):
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = AuditLogQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "audit log entries"
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.object_type}#{self.object_id}"
+
+    def save(self, *args, **kwargs):
+        # Append-only: an entry is written once and never rewritten.
+        if not self._state.adding:
+            raise AuditLogImmutable("Audit log entries cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogImmutable("Audit log entries cannot be deleted.")
 
 
 class TaskLease(models.Model):

@@ -119,7 +119,15 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="sx")},
+            "CONFIG": {
+                # redis-py 8 gives up on a reply after 5 s by default, exactly as long as
+                # channels-redis's blocking receive waits (redis/redis-py#4091), so idle
+                # websockets would drop: wait longer, and still notice a Redis that hangs.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 10, "socket_connect_timeout": 0.5}
+                ],
+                "prefix": env.str("CHANNELS_PREFIX", default="sx"),
+            },
         }
     }
 else:
@@ -299,7 +307,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "marketplace.api.problems.problem_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
+        "marketplace.api.throttling.AnonThrottle",
         "marketplace.api.throttling.PrincipalRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {

@@ -452,16 +452,30 @@ def _rq_lease_recover(lease: TaskLease) -> str:
 EMBEDDED_WORKER_RESTART_SECONDS = 5.0
 
 
+# The name of the task worker this process runs (one per process: `manage.py worker`, or the
+# server's embedded one); see task_worker_name.
+_process_worker_name = ""
+
+
+def task_worker_name() -> str:
+    """Who runs tasks in this process, for records of who did what (a work item's worker):
+    the worker's name as `manage.py worker` prints it and the backend records it
+    (host-pid-suffix), or host-pid in a process without a worker (a direct call)."""
+    return _process_worker_name or f"{socket.gethostname()[:40]}-{os.getpid()}"
+
+
 class TaskWorkerLoop(ABC):
     """Runs the configured backend's worker on some queues; `stop` asks it to finish."""
 
     backend_label = ""
 
     def __init__(self, *, queue_names: list[str], burst: bool, embedded: bool):
+        global _process_worker_name
         self.queue_names = queue_names
         self.burst = burst
         self.embedded = embedded
         self.name = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        _process_worker_name = self.name
         self.stopping = threading.Event()
 
     def run(self) -> None:

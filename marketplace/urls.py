@@ -41,3 +41,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+handler400 = "marketplace.errors.bad_request"
+handler404 = "marketplace.errors.not_found"
+handler500 = "marketplace.errors.server_error"

@@ -270,6 +270,12 @@ class WorkItem(models.Model):
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     claim_deadline = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The exchange's task worker that ran the item last (host-pid-suffix, as "
+        "`manage.py worker` prints its name); empty for an item a partner processed.",
+    )
     last_error = models.TextField(blank=True)
 
     result_path = models.CharField(max_length=500, blank=True)

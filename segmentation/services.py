@@ -33,6 +33,7 @@ from auctions.models import Lease
 from auctions.seats import SeatRefused, seat_for_job, seat_holder_exists
 from marketplace.live import organization_notify
 from marketplace.models import ApiKey, Organization, User
+from marketplace.taskqueue import task_worker_name
 from providers.models import Network, Offer, ProviderProfile, ProviderStatus, WorkLocation
 from segmentation.assemble import AssembleError, assemble
 from segmentation.capture import capture_open
@@ -958,7 +959,8 @@ def work_item_run(*, item_id: int) -> str:
         item.status = WorkItemStatus.RUNNING
         item.attempts += 1
         item.started_at = timezone.now()
-        item.save(update_fields=["status", "attempts", "started_at"])
+        item.worker = task_worker_name()
+        item.save(update_fields=["status", "attempts", "started_at", "worker"])
         paced_until = _pace_reserve(job, item.bytes_in)
     folder = job_dir(item.job_id)
     segment = folder / item.segment_path

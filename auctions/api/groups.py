@@ -6,11 +6,13 @@ the service's stable code.
 Who acts: everything here is done by a person, as in the browser. A signed-in browser acts as
 its user; an API key acts as the member who created it, as for bids (once that person has left
 the key's organization the key gets `api_key_creator_left`). A caller sees the groups that
-person is an active member of (or belongs to the group's organization), and the group whose
-organization's API key it uses; every other group, member, invitation, offer, lease and seat
-is a 404, as if it did not exist. Objects named in a request body (a paying organization, a
-client device, a group, a block) are looked up among those the caller may name, so a refusal
-never tells anything about another organization's objects.
+person is an active member of (or belongs to the group's organization) — through an API key,
+only those the key's organization takes part in (paying a pledge, or with one of its devices
+as a member) — and the group whose organization's API key it uses; every other group,
+member, invitation, offer, lease and seat is a 404, as if it did not exist. Objects named in
+a request body (a paying organization, a client device, a group, a block) are looked up among
+those the caller may name, so a refusal never tells anything about another organization's
+objects.
 """
 
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from functools import cached_property
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
+from django.core.validators import RegexValidator, validate_email
 from django.db.models import Count, Model, Q, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -85,7 +87,8 @@ from marketplace.api.idempotency import idempotent
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import Problem
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
+from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
+from marketplace.api.strict import StrictJsonTypes
 from marketplace.models import MANAGING_ROLES, ClientDevice, Membership, Organization, User
 from marketplace.money import CURRENCY_CHOICES
 from marketplace.selectors import membership_get
@@ -212,10 +215,21 @@ class ActsAsPerson:
         return self.acting_user
 
     def visible_groups(self) -> QuerySet[BuyingGroup]:
-        """Groups the acting person is in, and the group whose account the caller acts for."""
+        """Groups the acting person is in, and the group whose account the caller acts for.
+        Through an API key, of the person's groups only those its own organization takes part
+        in (paying a pledge, or with one of its devices as a member): a key is its
+        organization's, and the groups its creator is in for other organizations (or
+        personally) are none of its business."""
         visible = Q(pk__in=[])
         if self.acting_user is not None:
-            visible |= Q(pk__in=groups_of(self.acting_user).values("pk"))
+            mine = groups_of(self.acting_user)
+            if isinstance(self.request.user, ApiKeyPrincipal):
+                organization = self.acting_organization
+                taking_part = GroupMember.objects.filter(status=MemberStatus.ACTIVE).filter(
+                    Q(paying_organization=organization) | Q(device__organization=organization)
+                )
+                mine = mine.filter(pk__in=taking_part.values("group"))
+            visible |= Q(pk__in=mine.values("pk"))
         own = group_of(self.acting_organization)
         if own is not None:
             visible |= Q(pk=own.pk)
@@ -338,7 +352,7 @@ class OrganizationBriefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
-class PledgeSerializer(serializers.Serializer):
+class PledgeSerializer(StrictJsonTypes, serializers.Serializer):
     """A member's pledge: a payer pledges a share of a price and/or a cap, paid by one of the
     buyer organizations it manages; a sponsored member pays nothing."""
 
@@ -363,7 +377,16 @@ class PledgeSerializer(serializers.Serializer):
 class GroupCreateSerializer(PledgeSerializer):
     """A new group, with you as its first admin and member."""
 
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(
+        max_length=200,
+        # one line: the name goes into e-mail subjects and headings
+        validators=[
+            RegexValidator(
+                r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+                message="A group's name is one line of text, without control characters.",
+            )
+        ],
+    )
     currency = serializers.ChoiceField(
         choices=CURRENCY_CHOICES,
         help_text="ISO 4217; pledges are in it, and the group bids only in it.",
@@ -481,7 +504,7 @@ class GroupMemberSerializer(serializers.ModelSerializer):
         return user is not None and member.kind == MemberKind.USER and member.user_id == user.pk
 
 
-class HolderSerializer(serializers.Serializer):
+class HolderSerializer(StrictJsonTypes, serializers.Serializer):
     """Who: a user by e-mail address, a client device by id, or a telephone number."""
 
     kind = kind_field()
@@ -518,7 +541,47 @@ class HolderSerializer(serializers.Serializer):
         return next(kind for kind, name in self.FIELD_OF_KIND.items() if name == field)
 
 
-class MemberAdminSerializer(serializers.Serializer):
+def _holder_of_kind(kind: str, field: str, schema: dict) -> dict:
+    return {
+        "type": "object",
+        "title": f"Holder: {kind}",
+        "properties": {"kind": {"type": "string", "enum": [kind]}, field: schema},
+        "required": ["kind", field],
+        "additionalProperties": False,
+    }
+
+
+# HolderSerializer as a request body: one field per kind, and only that field (its validate()).
+HOLDER_REQUEST_SCHEMA = {
+    "oneOf": [
+        _holder_of_kind(
+            MemberKind.USER,
+            "email",
+            {"type": "string", "format": "email", "maxLength": 254, "description": "An address."},
+        ),
+        _holder_of_kind(
+            MemberKind.DEVICE,
+            "device",
+            {"type": "integer", "minimum": 1, "maximum": ID_MAX, "format": "int64"},
+        ),
+        _holder_of_kind(
+            MemberKind.PHONE,
+            "phone_number",
+            {
+                "type": "string",
+                "maxLength": 32,
+                # E.164 once spaces, dots, dashes and parentheses are dropped
+                "pattern": r"^[\s().-]*\+[\s().-]*[1-9](?:[\s().-]*[0-9]){1,14}[\s().-]*$",
+                "description": "E.164, e.g. `+14155550123`.",
+            },
+        ),
+    ],
+    "description": "Who: a user by e-mail address, a client device by id, or a telephone "
+    "number; `kind` says which, and only that kind's field is given.",
+}
+
+
+class MemberAdminSerializer(StrictJsonTypes, serializers.Serializer):
     is_admin = serializers.BooleanField(help_text="Admins place the group's bids.")
 
 
@@ -617,7 +680,7 @@ def standing_of(offer: GroupOffer) -> dict:
     }
 
 
-class OfferAcceptSerializer(serializers.Serializer):
+class OfferAcceptSerializer(StrictJsonTypes, serializers.Serializer):
     member = id_field(
         **OPTIONAL,
         help_text="The payer member who accepts (yours: you as a user, or a client device of "
@@ -661,7 +724,7 @@ class ProviderOfferSerializer(OfferSerializerBase):
         return self._standing(offer).tipped
 
 
-class GroupOfferCreateSerializer(serializers.Serializer):
+class GroupOfferCreateSerializer(StrictJsonTypes, serializers.Serializer):
     """A provider's offer of one of its blocks to a buying group."""
 
     group = serializers.CharField(
@@ -917,6 +980,8 @@ class ScopedViewSet(ActsAsPerson, viewsets.GenericViewSet):
     finds the URL's id in it; any other id is the problem 404 `missing` (its code and detail),
     as if the object did not exist. While the schema is generated, the queryset is empty."""
 
+    schema = ApiAutoSchema()
+
     permission_classes = [ScopedAccess]
     missing: tuple[str, str]
 
@@ -1048,7 +1113,7 @@ class InGroupMixin(ActingUserInContext):
         "device by id (a device of an organization that one of the group's members owns or "
         "administers); either answers through `/group-invitations/`, choosing payer or "
         "sponsored. A telephone number has no account: it joins at once, sponsored.",
-        request=HolderSerializer,
+        request={"application/json": HOLDER_REQUEST_SCHEMA},
         parameters=[GROUP_ID_NESTED, *IDEMPOTENCY_PARAMETERS],
         responses={201: GroupMemberSerializer}
         | problem_responses(
@@ -1505,7 +1570,7 @@ SEAT_404 = f"{LEASE_404[:-1]}; or `seat_not_found` (no active seat of the lease 
         "telephone number. Once a lease has a seat, its jobs run under seats (`seat` of "
         "`POST /jobs/`), also those of seat holders of other organizations.",
         parameters=[LEASE_ID, *IDEMPOTENCY_PARAMETERS],
-        request=HolderSerializer,
+        request={"application/json": HOLDER_REQUEST_SCHEMA},
         responses={201: SeatSerializer}
         | problem_responses(
             *CHANGE_WITH_BODY,

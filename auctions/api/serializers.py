@@ -15,8 +15,14 @@ from rest_framework import serializers
 from auctions.live import bidder_handle
 from auctions.models import LIVE_STATUSES, Auction, AuctionStatus, Lease, ServiceBlock
 from auctions.services import minimum_next_bid
+from marketplace.api.strict import StrictJsonTypes
 from marketplace.money import CURRENCY_CHOICES
-from providers.api.serializers import CAPACITY_MAX, MinorUnitsField, StrictIntegerField
+from providers.api.serializers import (
+    CAPACITY_MAX,
+    MINOR_UNITS_MAX,
+    MinorUnitsField,
+    StrictIntegerField,
+)
 
 # The list filter's extra status: scheduled or open.
 STATUS_LIVE = "live"
@@ -69,7 +75,7 @@ class AuctionFilterSerializer(serializers.Serializer):
 # --- Blocks -------------------------------------------------------------------------------------
 
 
-class ServiceBlockSerializer(serializers.ModelSerializer):
+class ServiceBlockSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """One of the provider's own blocks of segmentation-service time."""
 
     starts_at = serializers.DateTimeField(help_text="Must be in the future.")
@@ -249,14 +255,14 @@ class AuctionSerializer(serializers.ModelSerializer):
         return LeaseSummarySerializer(lease).data
 
 
-class IncrementBandSerializer(serializers.Serializer):
+class IncrementBandSerializer(StrictJsonTypes, serializers.Serializer):
     """From this price on, bids rise by at least this much."""
 
     from_minor = MinorUnitsField(help_text="The band applies from this price, in minor units.")
     increment_minor = MinorUnitsField(min_value=1, help_text="The step, in minor units.")
 
 
-class AuctionCreateSerializer(serializers.Serializer):
+class AuctionCreateSerializer(StrictJsonTypes, serializers.Serializer):
     """What a provider gives to auction one of its own blocks."""
 
     block = serializers.PrimaryKeyRelatedField(
@@ -325,13 +331,26 @@ class BidPublicSerializer(serializers.Serializer):
     bidder = serializers.CharField(help_text="The bidder's handle in this auction.")
     leader = serializers.CharField(help_text="The leader's handle after this bid.")
     placed_at = serializers.DateTimeField()
+    retracted_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When exchange staff retracted this bid (null if it stands): a retracted "
+        "bid counts no more; the auction's price and leader were recomputed without it.",
+    )
 
 
-class BidCreateSerializer(serializers.Serializer):
+@extend_schema_field(
+    {"type": "integer", "minimum": 1, "maximum": MINOR_UNITS_MAX, "format": "int64"}
+)
+class BidAmountField(MinorUnitsField):
+    """A bid's amount: documented as positive; bid_place refuses zero as `invalid_amount`, the
+    code bids have always had for it, so the field itself still reads zero."""
+
+
+class BidCreateSerializer(StrictJsonTypes, serializers.Serializer):
     """A bid; with `max_amount_minor` a proxy bid the exchange raises for you as needed."""
 
-    amount_minor = MinorUnitsField(help_text="Your bid, at least the auction's `min_next_minor`.")
-    max_amount_minor = MinorUnitsField(
+    amount_minor = BidAmountField(help_text="Your bid, at least the auction's `min_next_minor`.")
+    max_amount_minor = BidAmountField(
         required=False,
         allow_null=True,
         default=None,

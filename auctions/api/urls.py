@@ -1,11 +1,12 @@
 from rest_framework.routers import SimpleRouter
 
-from auctions.api import groups, views
+from auctions.api import groups, leases, views
 from segmentation.api.urls import ActionRouter
 
 router = SimpleRouter()
 router.register("auctions", views.AuctionViewSet, basename="auction")
 router.register("blocks", views.ServiceBlockViewSet, basename="block")
+router.register("leases", leases.LeaseViewSet, basename="lease")
 # Buying groups and seats: collections and objects end with a slash (`groups/4/members/`),
 # operations do not (`group-invitations/12/accept`), like jobs' and work's.
 shared = ActionRouter()

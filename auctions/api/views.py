@@ -12,7 +12,12 @@ from contextlib import contextmanager
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -40,9 +45,10 @@ from marketplace.api.authentication import ApiKeyPrincipal
 from marketplace.api.idempotency import IdempotentCreateMixin, idempotent
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
-from marketplace.api.problems import Problem
+from marketplace.api.problems import PROBLEM_CONTENT_TYPE, Problem
 from marketplace.api.schema import (
     IDEMPOTENCY_PARAMETERS,
+    ApiAutoSchema,
     PublicReadAutoSchema,
     problem_responses,
 )
@@ -192,6 +198,8 @@ class ServiceBlockViewSet(
 ):
     """A provider's own blocks; another provider's block is a 404."""
 
+    schema = ApiAutoSchema()
+
     permission_classes = [ScopedAccess, ActsForProvider]
     serializer_class = ServiceBlockSerializer
 
@@ -209,6 +217,91 @@ class ServiceBlockViewSet(
             )
 
 
+AUCTION_EXAMPLE = OpenApiExample(
+    "An open auction with bids",
+    response_only=True,
+    status_codes=["200"],
+    value={
+        "id": 42,
+        "provider": {"slug": "alpha-networks", "name": "Alpha Networks"},
+        "block": {
+            "id": 31,
+            "starts_at": "2026-12-01T08:00:00Z",
+            "ends_at": "2026-12-01T20:00:00Z",
+            "max_rate_mbps": 1000,
+            "min_rate_mbps": 200,
+            "seats": 4,
+            "data_cap_gb": None,
+            "description": "Evening capacity, Frankfurt",
+        },
+        "status": "open",
+        "opens_at": "2026-11-20T08:00:00Z",
+        "closes_at": "2026-11-25T18:02:00Z",
+        "currency": "EUR",
+        "start_price_minor": 50000,
+        "price_minor": 61000,
+        "min_next_minor": 62000,
+        "bid_count": 7,
+        "leader": "bidder-3",
+        "has_reserve": True,
+        "reserve_met": True,
+        "buy_now_minor": None,
+        "lease": None,
+    },
+)
+BID_REQUEST_EXAMPLE = OpenApiExample(
+    "A proxy bid",
+    request_only=True,
+    value={"amount_minor": 62000, "max_amount_minor": 80000, "client_bid_id": "order-17-bid-1"},
+)
+BID_PLACED_EXAMPLE = OpenApiExample(
+    "Leading after the bid",
+    response_only=True,
+    status_codes=["201", "200"],
+    value={
+        "id": 904,
+        "seq": 8,
+        "auction": 42,
+        "amount_minor": 62000,
+        "price_minor": 62000,
+        "currency": "EUR",
+        "leading": True,
+        "leader": "bidder-5",
+        "closes_at": "2026-11-25T18:02:00Z",
+        "placed_at": "2026-11-25T17:58:41Z",
+    },
+)
+BID_TOO_LOW_EXAMPLE = OpenApiExample(
+    "Below the next acceptable bid",
+    media_type=PROBLEM_CONTENT_TYPE,
+    response_only=True,
+    status_codes=["422"],
+    value={
+        "type": "https://segment.exchange/problems/bid-too-low",
+        "title": "Unprocessable content",
+        "status": 422,
+        "detail": "Bid at least 620.00 EUR: the price plus the increment.",
+        "code": "bid_too_low",
+        "instance": "/api/v1/auctions/42/bids/",
+        "minimum_minor": 62000,
+    },
+)
+AUCTION_FILTER_EXAMPLE = OpenApiExample(
+    "A filter value that is not valid",
+    media_type=PROBLEM_CONTENT_TYPE,
+    response_only=True,
+    status_codes=["400"],
+    value={
+        "type": "https://segment.exchange/problems/validation-failed",
+        "title": "Bad request",
+        "status": 400,
+        "detail": "min_rate: Give a whole number of Mbit/s, e.g. 100.",
+        "code": "validation_failed",
+        "instance": "/api/v1/auctions/?min_rate=fast",
+        "errors": {"min_rate": ["Give a whole number of Mbit/s, e.g. 100."]},
+    },
+)
+
 BID_403 = (
     "`not_a_buyer` (not acting for an active buyer organization, or the API key's creator "
     "left it), `own_auction`, `card_required`, `unpaid_leases`, `insufficient_scope` for a "
@@ -220,7 +313,8 @@ BID_409 = (
     "instead), or `idempotency_in_progress`."
 )
 BID_422 = (
-    "`bid_too_low`, with `minimum_minor`, the lowest acceptable bid; `idempotency_key_reused`; "
+    "`bid_too_low`, with `minimum_minor`, the lowest acceptable bid; `invalid_amount`: a "
+    "maximum below the bid; `idempotency_key_reused`; "
     "for a buying group: `group_limit` (above what its payers' pledges cover, with `limit_minor`) "
     "or `group_currency`."
 )
@@ -235,11 +329,13 @@ BID_422 = (
         | problem_responses(
             400, 401, s400="`validation_failed`: a filter value is not valid (see `errors`)."
         ),
+        examples=[AUCTION_EXAMPLE, AUCTION_FILTER_EXAMPLE],
     ),
     retrieve=extend_schema(
         summary="One auction",
         parameters=[AUCTION_ID_PARAMETER],
         responses={200: AuctionSerializer} | problem_responses(401, 404),
+        examples=[AUCTION_EXAMPLE],
     ),
     create=extend_schema(
         summary="Auction one of your blocks",
@@ -391,12 +487,13 @@ class AuctionViewSet(
             409,
             422,
             s400="`validation_failed` (amounts must be non-negative JSON integers) or "
-            "`invalid_amount` (a zero bid, or a maximum below the bid).",
+            "`invalid_amount` (a zero bid).",
             s403=BID_403,
             s404="`auction_not_found`.",
             s409=BID_409,
             s422=BID_422,
         ),
+        examples=[BID_REQUEST_EXAMPLE, BID_PLACED_EXAMPLE, BID_TOO_LOW_EXAMPLE],
     )
     @idempotent
     def bid_create(self, request, *args, **kwargs):
@@ -404,6 +501,15 @@ class AuctionViewSet(
         bidder, user = bidding_party(request)
         serializer = BidCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        values = serializer.validated_data
+        maximum = values["max_amount_minor"]
+        if maximum is not None and maximum < values["amount_minor"]:
+            # well-formed, but the two amounts contradict each other: a rule, like bid_too_low
+            raise Problem(
+                "Your maximum cannot be below your bid.",
+                code="invalid_amount",
+                status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
         try:
             outcome = bid_place(
                 auction_id=auction_id,

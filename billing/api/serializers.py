@@ -25,6 +25,8 @@ from billing.ratings import (
     provider_rating_summaries,
     rating_direction,
 )
+from marketplace.api.problems import RULE
+from marketplace.api.strict import StrictJsonTypes
 from marketplace.money import CURRENCY_CHOICES
 from segmentation.models import BillingPresentation
 
@@ -178,7 +180,7 @@ def _score(name: str) -> StrictIntegerField:
     )
 
 
-class RatingCreateSerializer(serializers.Serializer):
+class RatingCreateSerializer(StrictJsonTypes, serializers.Serializer):
     """A rating to give: about a lease, or about a planned job (and, rating providers, which of
     the job's providers)."""
 
@@ -224,11 +226,12 @@ class RatingCreateSerializer(serializers.Serializer):
                 if name in attrs:
                     errors[name] = ["Only for rating a provider."]
         if errors:
-            raise serializers.ValidationError(errors)
+            # which fields a rating takes depends on its kind and on each other: a 422
+            raise serializers.ValidationError(errors, code=RULE)
         return attrs
 
 
-class RatingReplySerializer(serializers.Serializer):
+class RatingReplySerializer(StrictJsonTypes, serializers.Serializer):
     text = serializers.CharField(max_length=REPLY_MAX_LENGTH, help_text="Your public reply.")
 
 
@@ -238,7 +241,10 @@ class RatingFilterSerializer(serializers.Serializer):
         required=False,
         help_text="Only ratings your organization gave, or only those it received.",
     )
-    kind = RatingKindField(required=False, help_text="`provider` or `recipient`.")
+    # a query parameter is documented inline: its values may be an enum of its own here
+    kind = serializers.ChoiceField(
+        choices=RatingKind.choices, required=False, help_text="`provider` or `recipient`."
+    )
 
 
 # --- statements, settlements, cards --------------------------------------------------------------

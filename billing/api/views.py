@@ -67,7 +67,7 @@ from marketplace.api.idempotency import idempotent
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import Problem
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
+from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
 from marketplace.models import User
 from providers.models import ProviderProfile
 from providers.selectors import provider_of
@@ -138,6 +138,8 @@ def not_a_party(what: str) -> Problem:
 )
 class RatingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Ratings given and received by the acting organization."""
+
+    schema = ApiAutoSchema()
 
     serializer_class = RatingSerializer
     permission_classes = [ScopedAccess, ActsForOrganization]
@@ -347,6 +349,30 @@ PDF_RESPONSE = {
         OpenApiTypes.BINARY, description="The statement as a PDF document (A4)."
     )
 }
+STATEMENT_LIST_EXAMPLE = OpenApiExample(
+    "A paid monthly statement",
+    response_only=True,
+    status_codes=["200"],
+    value={
+        "number": "ST-202611-00012-USD-ALL",
+        "url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/",
+        "pdf_url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/pdf",
+        "period_start": "2026-11-01",
+        "period_end": "2026-12-01",
+        "presentation": "consolidated",
+        "provider": None,
+        "currency": "USD",
+        "charges_minor": 17000,
+        "credits_minor": -1250,
+        "carried_minor": 0,
+        "total_minor": 15750,
+        "amount_due_minor": 15750,
+        "status": "paid",
+        "issued_at": "2026-12-01T00:05:12Z",
+        "paid_at": "2026-12-01T00:06:40Z",
+    },
+)
+
 STATEMENT_EXAMPLE = OpenApiExample(
     "A consolidated statement",
     response_only=True,
@@ -433,6 +459,7 @@ STATEMENT_EXAMPLE = OpenApiExample(
         parameters=[StatementFilterSerializer],
         responses={200: StatementSerializer(many=True)}
         | problem_responses(400, *PRIVATE, s403=PRIVATE_403),
+        examples=[STATEMENT_LIST_EXAMPLE],
     ),
     retrieve=extend_schema(
         summary="One of your statements",
@@ -456,6 +483,8 @@ STATEMENT_EXAMPLE = OpenApiExample(
 )
 class StatementViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """The acting organization's statements; another organization's is a 404."""
+
+    schema = ApiAutoSchema()
 
     serializer_class = StatementSerializer
     permission_classes = [ScopedAccess, ActsForOrganization]
@@ -574,6 +603,8 @@ CSV_RESPONSE = {
 class SettlementViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """The acting provider's settlements; another provider's is a 404."""
 
+    schema = ApiAutoSchema()
+
     serializer_class = SettlementSerializer
     permission_classes = [ScopedAccess, ActsForOrganization, ActsForProvider]
     download_actions = ("csv",)
@@ -641,6 +672,8 @@ PAYMENT_REFUSAL_STATUS = {
 )
 class CardViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """The acting organization's cards on file; another organization's is a 404."""
+
+    schema = ApiAutoSchema()
 
     serializer_class = CardSerializer
     permission_classes = [ScopedAccess, ActsForOrganization]

@@ -10,6 +10,7 @@ client may fix the body and retry with the same key.
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable
 
 from django.core.files.uploadedfile import UploadedFile
@@ -28,15 +29,21 @@ KEY_MAX_LENGTH = IdempotencyRecord._meta.get_field("key").max_length
 PATH_MAX_LENGTH = IdempotencyRecord._meta.get_field("path").max_length
 
 
+# Visible ASCII without spaces (a UUID, a hash, "order-17-bid-3"): nothing a proxy could
+# re-encode or trim into another key.
+KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}")
+
+
 def idempotency_key_of(request) -> str | None:
     """The request's Idempotency-Key, None without one; a 400 problem when it is unusable."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > KEY_MAX_LENGTH:
+    if not KEY_PATTERN.fullmatch(key):
         raise Problem(
-            f"An Idempotency-Key has 1 to {KEY_MAX_LENGTH} characters.",
+            f"An Idempotency-Key has 1 to {KEY_MAX_LENGTH} visible ASCII characters, "
+            "without spaces.",
             code="invalid_idempotency_key",
             status_code=400,
         )

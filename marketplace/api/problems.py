@@ -1,9 +1,16 @@
 """Errors as RFC 9457 problem details with a stable machine-readable ``code``."""
 
+import functools
+import json
+
+from django.apps import apps
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.db.models import UniqueConstraint
+from django.http import Http404, HttpResponse, HttpResponsePermanentRedirect
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -23,6 +30,7 @@ TITLES = {
     415: "Unsupported media type",
     422: "Unprocessable content",
     429: "Too many requests",
+    503: "Service unavailable",
 }
 
 
@@ -68,7 +76,56 @@ def _code_of(exc: exceptions.APIException) -> str:
     return str(codes)
 
 
+# Which status a refused input gets (SPEC §7: problem details with a stable code):
+#   400 validation_failed: the request's shape is wrong (a type, a format, a range, a missing
+#       field), everything the OpenAPI schema describes;
+#   409 already_exists: it is well formed but collides with an existing object (a name or an
+#       identifier that must be unique);
+#   422 validation_failed: it is well formed but breaks a rule the schema cannot express (a
+#       time that must be in the future, fields that exclude each other, an id naming nothing
+#       of yours). Services raise Django's ValidationError for these; serializers mark theirs
+#       with the code RULE.
+RULE = "rule"
+RULE_CODES = {RULE, "does_not_exist"}
+UNIQUE_CODES = {"unique", "unique_together"}
+
+
+@functools.cache
+def unique_violation_messages() -> frozenset[str]:
+    """The messages of every model's unique constraints (how a duplicate is recognised)."""
+    messages = set()
+    for model in apps.get_models():
+        for constraint in model._meta.constraints:
+            if isinstance(constraint, UniqueConstraint) and constraint.violation_error_message:
+                messages.add(str(constraint.violation_error_message))
+    return frozenset(messages)
+
+
+def _leaves(detail) -> list:
+    if isinstance(detail, dict):
+        return [leaf for value in detail.values() for leaf in _leaves(value)]
+    if isinstance(detail, list):
+        return [leaf for value in detail for leaf in _leaves(value)]
+    return [detail]
+
+
+def validation_status(exc: exceptions.ValidationError, *, from_service: bool) -> tuple[int, str]:
+    """The status and code of a refused input (see above)."""
+    leaves = _leaves(exc.detail)
+    if leaves and all(
+        getattr(leaf, "code", None) in UNIQUE_CODES or str(leaf) in unique_violation_messages()
+        for leaf in leaves
+    ):
+        return 409, "already_exists"
+    if from_service or (
+        leaves and all(getattr(leaf, "code", None) in RULE_CODES for leaf in leaves)
+    ):
+        return 422, "validation_failed"
+    return 400, "validation_failed"
+
+
 def problem_exception_handler(exc, context):
+    from_service = False
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             errors = dict(exc.message_dict)
@@ -77,6 +134,7 @@ def problem_exception_handler(exc, context):
         else:
             errors = {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(errors)
+        from_service = True
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, Http404):
@@ -89,7 +147,8 @@ def problem_exception_handler(exc, context):
     instance = request.get_full_path() if request is not None else ""
     extra = {}
     if isinstance(exc, exceptions.ValidationError):
-        code = "validation_failed"
+        status_code, code = validation_status(exc, from_service=from_service)
+        response.status_code = status_code
         extra["errors"] = exc.detail
         detail = _first_message(exc.detail)
     else:
@@ -111,4 +170,41 @@ def problem_exception_handler(exc, context):
     return problem
 
 
-__all__ = ["Problem", "problem_exception_handler", "problem_response", "status"]
+__all__ = [
+    "Problem",
+    "api_not_found",
+    "problem_exception_handler",
+    "problem_response",
+    "status",
+]
+
+
+@csrf_exempt  # answers any method with a 404: there is nothing to protect
+def api_not_found(request, *args, **kwargs):
+    """The answer to a path under /api/v1/ that no route matches: a 404 problem, like any other
+    missing object. A GET of a collection or object path without its final slash is redirected
+    to it, as Django's APPEND_SLASH does for the rest of the site."""
+    path = request.path_info
+    if (
+        request.method in ("GET", "HEAD")
+        and not path.endswith("/")
+        and _resolves_to_a_route(path + "/")
+    ):
+        return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    body = {
+        "type": PROBLEM_TYPE_BASE + "not-found",
+        "title": TITLES[404],
+        "status": 404,
+        "detail": "There is no such resource in the API.",
+        "code": "not_found",
+        "instance": request.get_full_path(),
+    }
+    return HttpResponse(json.dumps(body), status=404, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _resolves_to_a_route(path: str) -> bool:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return match.func is not api_not_found

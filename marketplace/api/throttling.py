@@ -1,12 +1,36 @@
 """Rate limits: each API key and each signed-in user has its own bucket."""
 
+import logging
+
 from django.conf import settings
-from rest_framework.throttling import BaseThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
 
 from marketplace.ratelimit import bid_rate_count, rate_count
 
+logger = logging.getLogger(__name__)
 
-class PrincipalRateThrottle(UserRateThrottle):
+
+class _FailOpen:
+    """When the cache (Redis) does not answer, the request goes on unlimited and a warning is
+    logged, as marketplace.ratelimit does: an outage of the counters is no outage of the API."""
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception as error:  # the cache backend's own connection errors
+            logger.warning(
+                "API rate limit %s not counted: the cache does not answer (%s)",
+                self.scope,
+                type(error).__name__,
+            )
+            return True
+
+
+class AnonThrottle(_FailOpen, AnonRateThrottle):
+    """DRF's limit on anonymous calls, failing open when the cache is down."""
+
+
+class PrincipalRateThrottle(_FailOpen, UserRateThrottle):
     """Like DRF's user throttle, but an API key counts as itself (keys have no user id)."""
 
     def get_cache_key(self, request, view):

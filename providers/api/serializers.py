@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from billing.api.serializers import ProviderRatingField
+from marketplace.api.strict import StrictJsonTypes
 from marketplace.money import CURRENCY_CHOICES
 from providers.models import (
     Network,
@@ -49,7 +50,7 @@ class MinorUnitsField(StrictIntegerField):
         super().__init__(**kwargs)
 
 
-class NetworkSerializer(serializers.ModelSerializer):
+class NetworkSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """One of the provider's own networks."""
 
     technology = serializers.ChoiceField(choices=NetworkTechnology.choices)
@@ -66,7 +67,7 @@ class RoutingPathHopsField(serializers.ManyRelatedField):
         return [hop.network for hop in instance.hops.all()]
 
 
-class RoutingPathSerializer(serializers.ModelSerializer):
+class RoutingPathSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """One of the provider's own routing paths."""
 
     capacity_mbps = StrictIntegerField(
@@ -99,7 +100,7 @@ class RoutingPathSerializer(serializers.ModelSerializer):
             self.fields["hops"].child_relation.queryset = Network.objects.filter(provider=provider)
 
 
-class OfferSerializer(serializers.ModelSerializer):
+class OfferSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """One of the provider's own offers: a service with its unit prices."""
 
     service = serializers.ChoiceField(choices=Service.choices)
@@ -150,6 +151,10 @@ class ProviderSerializer(serializers.ModelSerializer):
         many=True, read_only=True, help_text="Active offers only."
     )
     rating = ProviderRatingField()
+    # a plain string: a provider without a web site has an empty one, which is no URI
+    website = serializers.CharField(
+        read_only=True, help_text="The provider's web site (a URL); empty when it gave none."
+    )
 
     class Meta:
         model = ProviderProfile

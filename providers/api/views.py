@@ -17,6 +17,7 @@ from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import Problem
 from marketplace.api.schema import (
     IDEMPOTENCY_PARAMETERS,
+    ApiAutoSchema,
     PublicReadAutoSchema,
     problem_responses,
 )
@@ -124,6 +125,8 @@ def provider_resource_schema(*, serializer, noun: str, destroy_problems=(404,), 
 class ProviderOwnedViewSet(IdempotentCreateMixin, viewsets.ModelViewSet):
     """Base of a provider's own collections: only the acting provider's objects exist here,
     so another provider's id is a 404 that does not confirm the object exists."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, ActsForProvider]
 

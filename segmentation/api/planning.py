@@ -5,6 +5,7 @@ and render the result; a refusal is a problem with the service's stable code.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -19,7 +20,8 @@ from marketplace.api.idempotency import IdempotentCreateMixin, idempotent_create
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import Problem
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
+from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
+from marketplace.api.strict import StrictJsonTypes
 from marketplace.models import ClientDevice
 from marketplace.money import CURRENCY_CHOICES
 from marketplace.selectors import client_devices_of
@@ -101,7 +103,7 @@ def _provider_brief(provider) -> dict:
 # --- client devices ------------------------------------------------------------------------------
 
 
-class ClientDeviceSerializer(serializers.ModelSerializer):
+class ClientDeviceSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """A client device of the acting recipient."""
 
     url = serializers.SerializerMethodField()
@@ -110,6 +112,14 @@ class ClientDeviceSerializer(serializers.ModelSerializer):
         required=False,
         allow_blank=True,
         default="",
+        # what client_device_register takes: E.164 once the spaces are dropped
+        validators=[
+            RegexValidator(
+                r"^\s*\+ *[1-9](?: *[0-9]){1,14}\s*$",
+                message="Enter the number in E.164 form: a plus, the country code, then the "
+                "number, digits only (at most 15), for example +14155550123.",
+            )
+        ],
         help_text="E.164: a plus, the country code, then the number (at most 15 digits), e.g. "
         "`+14155550123`; spaces are dropped; empty for none.",
     )
@@ -145,6 +155,8 @@ class ClientDeviceViewSet(
     viewsets.GenericViewSet,
 ):
     """The acting organization's client devices; another's is a 404."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, ActsForOrganization]
     serializer_class = ClientDeviceSerializer
@@ -200,7 +212,7 @@ class ClientDeviceViewSet(
 # --- service requests ----------------------------------------------------------------------------
 
 
-class ServiceRequestCreateSerializer(serializers.Serializer):
+class ServiceRequestCreateSerializer(StrictJsonTypes, serializers.Serializer):
     profile = serializers.IntegerField(
         min_value=1, max_value=ID_MAX, help_text="One of your segmentation profiles."
     )
@@ -344,7 +356,7 @@ class AvailabilityPathSerializer(serializers.Serializer):
     )
 
 
-class AvailabilityCreateSerializer(serializers.Serializer):
+class AvailabilityCreateSerializer(StrictJsonTypes, serializers.Serializer):
     paths = AvailabilityPathSerializer(many=True, allow_empty=False)
     price_per_gb_minor = serializers.IntegerField(min_value=0, max_value=INTEGER_MAX)
     currency = serializers.ChoiceField(choices=CURRENCY_CHOICES)
@@ -387,13 +399,13 @@ class AvailabilityMessageSerializer(serializers.ModelSerializer):
         return message.valid_until > timezone.now()
 
 
-class QuoteCreateSerializer(serializers.Serializer):
+class QuoteCreateSerializer(StrictJsonTypes, serializers.Serializer):
     price_per_gb_minor = serializers.IntegerField(
         min_value=0, max_value=INTEGER_MAX, help_text="Below your current price for this request."
     )
 
 
-class NegotiationCreateSerializer(serializers.Serializer):
+class NegotiationCreateSerializer(StrictJsonTypes, serializers.Serializer):
     closes_at = serializers.DateTimeField(
         required=False,
         allow_null=True,
@@ -460,7 +472,7 @@ class PlanSerializer(serializers.ModelSerializer):
         ]
 
 
-class AcceptSerializer(serializers.Serializer):
+class AcceptSerializer(StrictJsonTypes, serializers.Serializer):
     file = serializers.FileField(help_text="The capture to carry (pcap or pcapng).")
     plan = serializers.IntegerField(
         min_value=1,
@@ -514,6 +526,8 @@ class ServiceRequestViewSet(
     viewsets.GenericViewSet,
 ):
     """Requests the acting organization made or received; any other is a 404."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, ActsForOrganization]
     serializer_class = ServiceRequestSerializer

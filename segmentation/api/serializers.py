@@ -12,6 +12,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from marketplace.api.problems import RULE
+from marketplace.api.strict import StrictJsonTypes
 from providers.models import WorkLocation
 from segmentation.models import (
     METHOD_CHOICES,
@@ -42,6 +44,32 @@ def absolute_url(request, name: str, *args) -> str:
     return request.build_absolute_uri(path) if request is not None else path
 
 
+_JSON_SPACE = "[ \\t\\n\\r]*"
+_JSON_NATURAL = "(?:0|[1-9][0-9]*)"
+# a JSON list of whole numbers from 0 (`[0, 1, 4]`), as text
+JSON_POSITIONS_PATTERN = (
+    f"^{_JSON_SPACE}\\[{_JSON_SPACE}(?:{_JSON_NATURAL}{_JSON_SPACE}"
+    f"(?:,{_JSON_SPACE}{_JSON_NATURAL}{_JSON_SPACE})*)?\\]{_JSON_SPACE}$"
+)
+
+
+_JSON_STRING = '"(?:[^"\\\\\\x00-\\x1f]|\\\\["\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*"'
+_JSON_SCALAR = (
+    f"(?:{_JSON_STRING}|-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null)"
+)
+_JSON_MEMBER = f"{_JSON_STRING}{_JSON_SPACE}:{_JSON_SPACE}{_JSON_SCALAR}"
+_JSON_OBJECT = (
+    f"\\{{{_JSON_SPACE}(?:{_JSON_MEMBER}{_JSON_SPACE}"
+    f"(?:,{_JSON_SPACE}{_JSON_MEMBER}{_JSON_SPACE})*)?\\}}"
+)
+_JSON_ITEM = f"(?:{_JSON_SCALAR}|{_JSON_OBJECT})"
+# a JSON list of values and flat objects (`[{"service": "compress"}, 7]`), as text
+JSON_FLAT_LIST_PATTERN = (
+    f"^{_JSON_SPACE}\\[{_JSON_SPACE}(?:{_JSON_ITEM}{_JSON_SPACE}"
+    f"(?:,{_JSON_SPACE}{_JSON_ITEM}{_JSON_SPACE})*)?\\]{_JSON_SPACE}$"
+)
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class JsonListField(serializers.Field):
     """A JSON list sent as text: a form field of a multipart upload (which has no JSON
@@ -52,8 +80,10 @@ class JsonListField(serializers.Field):
         "not_a_list": "Send a JSON list, e.g. {example}.",
     }
 
-    def __init__(self, *, example: str, **kwargs):
+    def __init__(self, *, example: str, json_text_pattern: str | None = None, **kwargs):
         self.example = example
+        # documents which text is accepted (marketplace.api.schema.ApiAutoSchema)
+        self.json_text_pattern = json_text_pattern
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -120,12 +150,14 @@ class JobCreateSerializer(serializers.Serializer):
     )
     pipeline = JsonListField(
         example='[{"service": "anonymize-ip", "where": "udp"}, {"service": "strip-payload"}]',
+        json_text_pattern=JSON_FLAT_LIST_PATTERN,
         required=False,
         help_text='Processing steps as JSON text, e.g. `[{"service": "strip-payload"}]`; a '
         'step with `"where": "<BPF>"` applies only to the packets it matches.',
     )
     preferred_providers = JsonListField(
         example="[12, 7]",
+        json_text_pattern=JSON_FLAT_LIST_PATTERN,
         required=False,
         help_text="Provider ids (or `{provider, weight}` objects), in order of preference for "
         "subcontracted work, as JSON text.",
@@ -138,11 +170,12 @@ class JobCreateSerializer(serializers.Serializer):
                 {
                     "profile": f"Give a profile or a split method, not both (also given: "
                     f"{', '.join(given)})."
-                }
+                },
+                code=RULE,  # fields that exclude each other: a 422
             )
         if attrs.get("profile") is None and not attrs.get("method"):
             raise serializers.ValidationError(
-                {"method": "Choose a segmentation profile or a split method."}
+                {"method": "Choose a segmentation profile or a split method."}, code=RULE
             )
         return attrs
 
@@ -375,7 +408,7 @@ class JobDetailSerializer(JobSerializer):
 # --- Segmentation profiles ----------------------------------------------------------------------
 
 
-class SegmentationProfileSerializer(serializers.ModelSerializer):
+class SegmentationProfileSerializer(StrictJsonTypes, serializers.ModelSerializer):
     """A saved split method and processing pipeline, with the providers preferred for
     subcontracted work."""
 
@@ -576,6 +609,7 @@ class WorkResultSerializer(serializers.Serializer):
     claim_token = serializers.CharField(max_length=200)
     kept = JsonListField(
         example="[0, 1, 4]",
+        json_text_pattern=JSON_POSITIONS_PATTERN,
         required=False,
         allow_null=True,
         default=None,
@@ -585,7 +619,7 @@ class WorkResultSerializer(serializers.Serializer):
     )
 
 
-class WorkFailSerializer(serializers.Serializer):
+class WorkFailSerializer(StrictJsonTypes, serializers.Serializer):
     """A partner gives a claimed item back."""
 
     claim_token = serializers.CharField(max_length=200)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -31,7 +32,7 @@ from marketplace.api.idempotency import REPLAYED_HEADER, IdempotentCreateMixin, 
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_response
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, problem_responses
+from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
 from segmentation import services
 from segmentation.api.serializers import (
     JobCreateSerializer,
@@ -159,6 +160,59 @@ CAPTURE_RESPONSE = {
 }
 
 
+JOB_CREATED_EXAMPLE = OpenApiExample(
+    "A queued job",
+    response_only=True,
+    status_codes=["201"],
+    value={
+        "id": 77,
+        "url": "https://segment.exchange/api/v1/jobs/77/",
+        "lease": 15,
+        "seat": None,
+        "profile": 4,
+        "method": "connection",
+        "param": "",
+        "bpf_filter": "tcp port 443",
+        "pipeline": [{"service": "anonymize-ip", "where": "udp"}],
+        "preferred_providers": [],
+        "status": "queued",
+        "failure_code": "",
+        "failure_reason": "",
+        "input": {
+            "name": "harbour-2026-11-24.pcap",
+            "format": "pcap",
+            "bytes": 73400320,
+            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        },
+        "progress": None,
+        "output_url": None,
+        "manifest_url": None,
+        "created_at": "2026-11-24T09:12:03Z",
+        "started_at": None,
+        "finished_at": None,
+        "items": [],
+        "usage": [],
+        "sla_breach": None,
+    },
+)
+JOB_REFUSED_EXAMPLE = OpenApiExample(
+    "Not a capture",
+    media_type=PROBLEM_CONTENT_TYPE,
+    response_only=True,
+    status_codes=["422"],
+    value={
+        "type": "https://segment.exchange/problems/not-a-capture",
+        "title": "Unprocessable content",
+        "status": 422,
+        "detail": "The upload is neither pcap nor pcapng.",
+        "code": "not_a_capture",
+        "instance": "/api/v1/jobs/",
+        "job": 78,
+        "job_url": "https://segment.exchange/api/v1/jobs/78/",
+    },
+)
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="Your jobs",
@@ -215,6 +269,7 @@ CAPTURE_RESPONSE = {
             "(the method's parameter), `invalid_pipeline` (a step or the preferred "
             "providers), or `idempotency_key_reused`.",
         ),
+        examples=[JOB_CREATED_EXAMPLE, JOB_REFUSED_EXAMPLE],
     ),
     output=extend_schema(
         summary="The output of a job",
@@ -245,6 +300,8 @@ CAPTURE_RESPONSE = {
 )
 class JobViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """The acting organization's jobs; another organization's job is a 404."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, ActsForOrganization]
     parser_classes = [MultiPartParser, FormParser]
@@ -400,6 +457,12 @@ class JobViewSet(DownloadNegotiationMixin, mixins.ListModelMixin, viewsets.Gener
     @action(detail=True, methods=["get"], url_path="manifest")
     def manifest(self, request, *args, **kwargs):
         job = self.succeeded_job()
+        if job.manifest is None:
+            raise Problem(
+                f"Job {job.pk} has no manifest stored.",
+                code="manifest_not_stored",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
         return Response(job.manifest)
 
 
@@ -461,6 +524,8 @@ class SegmentationProfileViewSet(
     viewsets.GenericViewSet,
 ):
     """The acting organization's segmentation profiles; another's is a 404."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, ActsForOrganization]
     serializer_class = SegmentationProfileSerializer
@@ -564,6 +629,8 @@ SEGMENT_RESPONSE = {
 
 class WorkViewSet(DownloadNegotiationMixin, viewsets.GenericViewSet):
     """Work items of the calling provider that run at its site, through its partner agent."""
+
+    schema = ApiAutoSchema()
 
     permission_classes = [ScopedAccess, PartnerAgentKey]
     parser_classes = [JSONParser, MultiPartParser, FormParser]

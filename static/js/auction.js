@@ -9,6 +9,9 @@
   var SVG_NS = "http://www.w3.org/2000/svg";
   var HISTORY_ROWS = 50;
   var CLOSE_NOT_FOUND = 4404;
+  // The server's live channel (its channel layer, Redis) does not answer: try again later.
+  var CLOSE_LIVE_UNAVAILABLE = 4503;
+  var PAUSED_TEXT = "Live updates paused — reconnecting…";
 
   // --- Money and time ---------------------------------------------------------------------
 
@@ -95,9 +98,11 @@
     this.state = null;
     this.bids = {}; // seq -> bid, everything seen since the page loaded
     this.youBid = Boolean(config.you_bid);
+    this.paused = false;
     this.live = new window.LiveSocket(config.ws_path, {
       connecting: function (attempts) {
-        self.connectionShow("offline", attempts ? "Reconnecting…" : "Connecting…");
+        // while paused, the notice says it all
+        self.connectionShow("offline", self.paused ? "" : attempts ? "Reconnecting…" : "Connecting…");
       },
       message: function (data) { self.receive(data); },
       lost: function (event) {
@@ -105,7 +110,8 @@
           self.connectionShow("offline", "This auction is not available live.");
           return false;
         }
-        self.connectionShow("offline", "Connection lost; reconnecting…");
+        // the connection or the server's live channel (CLOSE_LIVE_UNAVAILABLE) is gone
+        self.pausedShow();
       },
     });
     this.resyncing = false;
@@ -141,12 +147,37 @@
     if (this.el.connection) this.el.connection.textContent = text;
   };
 
+  // Live updates stopped (the connection, or the server's live channel, is gone): say so until
+  // a snapshot arrives on a new connection. The page stays usable: without a connection the
+  // bid form posts normally, and a bid still waiting for its answer may be posted that way
+  // (its client_bid_id places it at most once).
+  AuctionPage.prototype.pausedShow = function () {
+    this.paused = true;
+    this.resyncing = false;
+    this.connectionShow("offline", "");
+    this.text("paused", PAUSED_TEXT);
+    if (this.pendingBid) {
+      this.submitBusy(false);
+      this.feedbackShow(
+        "pending",
+        "Your bid of " + this.money(this.pendingBid.amount_minor) +
+          " is sent again once reconnected, or press Place bid to send it now."
+      );
+    }
+  };
+
+  AuctionPage.prototype.pausedHide = function () {
+    this.paused = false;
+    this.text("paused", "");
+  };
+
   AuctionPage.prototype.receive = function (data) {
     switch (data.type) {
       case "snapshot":
         this.live.confirmed();
         this.resyncing = false;
         this.snapshotApply(data);
+        this.pausedHide();
         this.connectionShow("live", "Live");
         // A bid sent just before the connection dropped is sent again on the new one: the
         // same client_bid_id makes the exchange answer with the first outcome, not bid twice.
@@ -163,6 +194,9 @@
         return;
       case "error":
         this.errorShow(data);
+        return;
+      case "live.paused":
+        this.pausedShow(); // the server closes this connection next
         return;
     }
     if (typeof data.seq !== "number" || this.state === null) return;
@@ -202,7 +236,19 @@
       boughtNow: this.state ? this.state.boughtNow : false,
     };
     var self = this;
-    (snapshot.bids || []).forEach(function (bid) { self.bidRemember(bid); });
+    var snapshotBids = snapshot.bids || [];
+    if (snapshotBids.length) {
+      // A bid seen before, within the snapshot's span but not in it, was retracted.
+      var oldest = snapshotBids[0].seq;
+      var standing = {};
+      snapshotBids.forEach(function (bid) { standing[bid.seq] = true; });
+      Object.keys(this.bids).forEach(function (seq) {
+        if (Number(seq) >= oldest && !standing[seq]) delete self.bids[seq];
+      });
+    } else if (snapshot.bid_count === 0) {
+      this.bids = {};
+    }
+    snapshotBids.forEach(function (bid) { self.bidRemember(bid); });
     this.render();
   };
 
@@ -233,6 +279,29 @@
           placed_at: event.placed_at,
         });
         this.flash(this.el.price);
+        break;
+      case "bid.retracted":
+        // Exchange staff retracted a bid: it leaves the history and the standing is the one
+        // the server recomputed from the bids that stand.
+        var retracted = this.bids[event.retracted_seq];
+        delete this.bids[event.retracted_seq];
+        if (retracted && state.you && retracted.bidder === state.you) {
+          // Your only bids may have been the retracted one: you are then no longer "outbid".
+          var bids = this.bids;
+          this.youBid = Object.keys(bids).some(function (seq) {
+            return bids[seq].bidder === state.you;
+          });
+        }
+        state.price = event.price_minor;
+        state.leader = event.leader;
+        state.bidCount = event.bid_count;
+        state.reserveMet = event.reserve_met;
+        state.minNext = event.min_next_minor;
+        state.youLead = state.you !== null && event.leader === state.you;
+        state.buyNow = event.buy_now_minor === undefined ? state.buyNow : event.buy_now_minor;
+        this.flash(this.el.price);
+        // The bids after it may now show another price and leader: take them from a snapshot.
+        if (!this.resyncing) this.resyncing = this.send({ type: "snapshot" });
         break;
       case "auction.extended":
         state.closesAt = Date.parse(event.closes_at);

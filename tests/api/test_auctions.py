@@ -370,15 +370,15 @@ def test_invalid_increment_bands_are_refused(client_a, block_of_a):
         AUCTIONS, new_auction(block_of_a, increment_bands=bands), format="json"
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "increment_bands" in body["errors"]
     assert not Auction.objects.exists()
 
 
-def test_another_providers_block_is_400_as_if_it_did_not_exist(client_a, block_of_b):
+def test_another_providers_block_is_422_as_if_it_did_not_exist(client_a, block_of_b):
     response = client_a.post(AUCTIONS, new_auction(block_of_b), format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert body["errors"]["block"] == [f"Block {block_of_b.pk} is not one of your blocks."]
     assert not Auction.objects.exists()
 
@@ -388,7 +388,7 @@ def test_auction_closing_after_the_block_starts_is_refused(client_a, block_of_a)
 
     response = client_a.post(AUCTIONS, new_auction(block_of_a, closes_at=closes_at), format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "before the block starts" in body["errors"]["closes_at"][0]
     assert not Auction.objects.exists()
 
@@ -399,7 +399,7 @@ def test_extensions_must_also_end_before_the_block_starts(client_a, block_of_a):
 
     response = client_a.post(AUCTIONS, data, format="json")
 
-    assert_problem(response, status=400, code="validation_failed")
+    assert_problem(response, status=422, code="validation_failed")
 
 
 def test_auction_closing_before_it_opens_is_refused(client_a, block_of_a):
@@ -407,7 +407,7 @@ def test_auction_closing_before_it_opens_is_refused(client_a, block_of_a):
 
     response = client_a.post(AUCTIONS, data, format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "close after it opens" in body["errors"]["closes_at"][0]
 
 
@@ -423,11 +423,11 @@ def test_reserve_below_start_and_buy_now_below_reserve_are_refused(client_a, blo
 
     assert (
         "reserve_price_minor"
-        in assert_problem(low_reserve, status=400, code="validation_failed")["errors"]
+        in assert_problem(low_reserve, status=422, code="validation_failed")["errors"]
     )
     assert (
         "buy_now_price_minor"
-        in assert_problem(low_buy_now, status=400, code="validation_failed")["errors"]
+        in assert_problem(low_buy_now, status=422, code="validation_failed")["errors"]
     )
     assert not Auction.objects.exists()
 

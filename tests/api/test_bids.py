@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from auctions.live import bidder_handle
 from auctions.models import Auction, AuctionStatus, Bid, BidChannel, Lease
-from auctions.services import bid_place
+from auctions.services import bid_place, bid_retract
 from marketplace.models import ApiKey, Membership, OrganizationKind
 from providers.models import ProviderStatus
 from tests.api.helpers import assert_problem
@@ -16,6 +16,7 @@ from tests.factories import (
     AuctionFactory,
     OrganizationFactory,
     ProviderProfileFactory,
+    StaffUserFactory,
     VerifiedProviderFactory,
     buyer,
     member_of,
@@ -84,10 +85,30 @@ def test_anyone_reads_the_bids_oldest_first(auction_of_b):
     assert body["count"] == 2
     assert [b["seq"] for b in body["results"]] == [first.bid.seq, second.bid.seq]
     latest = body["results"][1]
-    assert set(latest) == {"seq", "amount_minor", "price_minor", "bidder", "leader", "placed_at"}
+    assert set(latest) == {
+        "seq",
+        "amount_minor",
+        "price_minor",
+        "bidder",
+        "leader",
+        "placed_at",
+        "retracted_at",
+    }
     assert (latest["amount_minor"], latest["price_minor"]) == (1100, 1100)
     assert latest["bidder"] == bidder_handle(auction_of_b.pk, second.bid.bidder_id)
     assert latest["leader"] == latest["bidder"]
+    assert latest["retracted_at"] is None
+
+
+def test_a_bid_staff_retracted_stays_in_the_history_marked_and_the_price_follows(auction_of_b):
+    service_bid(auction_of_b, 1000)
+    second = service_bid(auction_of_b, 1100)
+    bid_retract(bid_id=second.bid.pk, staff_user=StaffUserFactory(), reason="fraud")
+
+    history = APIClient().get(bids_url(auction_of_b)).json()["results"]
+    assert [b["retracted_at"] is not None for b in history] == [False, True]
+    detail = APIClient().get(f"/api/v1/auctions/{auction_of_b.pk}/").json()
+    assert detail["price_minor"] == 1000
 
 
 def test_bid_history_hides_maxima_and_the_reserve(secret_auction, assert_no_secret):
@@ -258,10 +279,10 @@ def test_zero_bid_is_400_invalid_amount(buyer_client, auction_of_b):
     assert not Bid.objects.exists()
 
 
-def test_maximum_below_the_bid_is_400_invalid_amount(buyer_client, auction_of_b):
+def test_maximum_below_the_bid_is_422_invalid_amount(buyer_client, auction_of_b):
     response = post_bid(buyer_client, auction_of_b, 2000, max_amount_minor=1500)
 
-    assert_problem(response, status=400, code="invalid_amount")
+    assert_problem(response, status=422, code="invalid_amount")
 
 
 def test_bid_below_the_start_price_is_422_with_the_minimum(buyer_client, auction_of_b):

@@ -63,7 +63,7 @@ def test_block_ending_before_it_starts_is_refused(client_a):
         BLOCKS, new_block(starts_at=in_days(3), ends_at=in_days(2)), format="json"
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "must end after it starts" in body["detail"]
     assert not ServiceBlock.objects.exists()
 
@@ -71,7 +71,7 @@ def test_block_ending_before_it_starts_is_refused(client_a):
 def test_guaranteed_rate_above_the_maximum_is_refused(client_a):
     response = client_a.post(BLOCKS, new_block(max_rate_mbps=100, min_rate_mbps=200), format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "cannot exceed the maximum rate" in body["detail"]
     assert not ServiceBlock.objects.exists()
 
@@ -81,7 +81,7 @@ def test_block_starting_in_the_past_is_refused(client_a):
         BLOCKS, new_block(starts_at=in_days(-1), ends_at=in_days(1)), format="json"
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "starts_at" in body["errors"]
 
 

@@ -997,6 +997,8 @@ def test_a_key_never_commits_another_organizations_money(harbour):
         member_url(harbour["group"], member), {"cap_minor": 10**7}, format="json"
     )
 
-    assert_problem(response, status=422, code="paying_organization_invalid")
+    # the key's organization takes no part in the group: the group is not there for it
+    assert response.status_code == 404, response.content
+    assert client.get(f"/api/v1/groups/{harbour['group'].pk}/").status_code == 404
     member.refresh_from_db()
     assert member.cap_minor == 50_000

@@ -69,7 +69,7 @@ def test_without_the_header_a_repeat_is_processed_again_not_replayed(client_a):
 
     repeat = post(client_a, NETWORKS, NEW_NETWORK)
 
-    body = assert_problem(repeat, status=400, code="validation_failed")
+    body = assert_problem(repeat, status=409, code="already_exists")
     assert "already has a network with this name" in body["detail"]
     assert Network.objects.count() == 1
 

@@ -97,7 +97,7 @@ def test_routing_path_cannot_use_another_providers_network(client_a, provider_a,
         format="json",
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "hops" in body["errors"]
     assert not RoutingPath.objects.filter(provider=provider_a).exists()
 
@@ -113,5 +113,5 @@ def test_routing_path_update_cannot_switch_to_another_providers_network(
         f"/api/v1/routing-paths/{path.pk}/", {"hops": [objects_of_b["networks"].pk]}, format="json"
     )
 
-    assert_problem(response, status=400, code="validation_failed")
+    assert_problem(response, status=422, code="validation_failed")
     assert [hop.network for hop in path.hops.all()] == [own]

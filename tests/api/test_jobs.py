@@ -287,19 +287,19 @@ def test_another_organizations_profile_is_404_profile_not_found(buyer_client, le
     assert not Job.objects.exists()
 
 
-def test_neither_profile_nor_method_is_400(buyer_client, lease):
+def test_neither_profile_nor_method_is_422(buyer_client, lease):
     response = buyer_client.post(
         JOBS, {"file": capture_upload(), "lease": lease.pk}, format="multipart"
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "method" in body["errors"]
 
 
-def test_both_profile_and_method_is_400(buyer_client, lease):
+def test_both_profile_and_method_is_422(buyer_client, lease):
     response = submit(buyer_client, lease, profile=1)
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert "profile" in body["errors"]
 
 
@@ -583,12 +583,12 @@ def test_profile_with_a_bad_spec_is_422(buyer_client, changes, code):
     assert not SegmentationProfile.objects.exists()
 
 
-def test_profile_name_taken_is_400(buyer_client):
+def test_profile_name_taken_is_409(buyer_client):
     data = {"name": "Same", "method": "connection"}
     buyer_client.post(PROFILES, data, format="json")
 
     body = assert_problem(
-        buyer_client.post(PROFILES, data, format="json"), status=400, code="validation_failed"
+        buyer_client.post(PROFILES, data, format="json"), status=409, code="already_exists"
     )
     assert "already has a profile of this name" in body["detail"]
 

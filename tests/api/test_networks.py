@@ -58,14 +58,14 @@ def test_network_is_replaced_with_put(client_a, provider_a):
     )
 
 
-def test_duplicate_network_name_is_a_validation_problem(client_a, provider_a):
+def test_duplicate_network_name_is_409_already_exists(client_a, provider_a):
     NetworkFactory(provider=provider_a, name="Backbone")
 
     response = client_a.post(
         NETWORKS, {"name": "Backbone", "technology": "fiber", "region": "x"}, format="json"
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=409, code="already_exists")
     assert body["errors"]["non_field_errors"] == [
         "This provider already has a network with this name."
     ]

@@ -84,7 +84,7 @@ def test_second_offer_of_the_same_service_is_refused(client_a, provider_a):
 
     response = client_a.post(OFFERS, NEW_OFFER, format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=409, code="already_exists")
     assert body["errors"]["non_field_errors"] == ["This provider already offers this service."]
 
 

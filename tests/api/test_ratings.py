@@ -169,20 +169,24 @@ def test_rating_a_running_lease_is_409_rating_not_open(provider_a, recipient_org
 
 
 @pytest.mark.parametrize(
-    ("changes", "field"),
+    ("changes", "field", "status"),
     [
-        ({"quality": 6}, "quality"),
-        ({"quality": "4"}, "quality"),
-        ({"delivery": None}, "delivery"),
-        ({"paid_satisfactorily": True}, "paid_satisfactorily"),
-        ({"job": 1}, "non_field_errors"),
-        ({"provider": "alpha"}, "provider"),
+        # the shape of a field: 400
+        ({"quality": 6}, "quality", 400),
+        ({"quality": "4"}, "quality", 400),
+        # which fields a rating of its kind takes: 422
+        ({"delivery": None}, "delivery", 422),
+        ({"paid_satisfactorily": True}, "paid_satisfactorily", 422),
+        ({"job": 1}, "non_field_errors", 422),
+        ({"provider": "alpha"}, "provider", 422),
     ],
 )
-def test_invalid_ratings_are_400_with_the_field(lease, recipient_client, changes, field):
+def test_invalid_ratings_are_refused_with_the_field(
+    lease, recipient_client, changes, field, status
+):
     body = {k: v for k, v in provider_rating_body(lease, **changes).items() if v is not None}
     body_problem = assert_problem(
-        recipient_client.post(URL, body, format="json"), status=400, code="validation_failed"
+        recipient_client.post(URL, body, format="json"), status=status, code="validation_failed"
     )
     assert field in body_problem["errors"]
     assert not Rating.objects.exists()
@@ -219,7 +223,7 @@ def test_the_recipient_rates_a_provider_of_a_planned_job(
     assert response.json()["job"] == job.pk
     missing = {k: v for k, v in body.items() if k != "provider"}
     response = recipient_client.post(URL, missing, format="json")
-    assert_problem(response, status=400, code="validation_failed")
+    assert_problem(response, status=422, code="validation_failed")
 
 
 # --- listing -------------------------------------------------------------------------------------

@@ -71,14 +71,14 @@ def test_routing_path_needs_at_least_one_hop(client_a):
     assert body["errors"]["hops"] == ["A routing path needs at least one hop."]
 
 
-def test_unknown_network_id_as_hop_is_a_validation_problem(client_a, networks):
+def test_unknown_network_id_as_hop_is_422(client_a, networks):
     response = client_a.post(
         PATHS,
         {"name": "Ghost", "capacity_mbps": 1, "hops": [networks[0].pk, 999999]},
         format="json",
     )
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=422, code="validation_failed")
     assert body["errors"]["hops"] == ["Network 999999 is not one of your networks."]
 
 

@@ -32,7 +32,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from auctions.groups import member_invite_user
-from auctions.models import BuyingGroup, GroupMember, GroupOffer, ServiceBlock
+from auctions.models import BuyingGroup, GroupMember, GroupOffer, Lease, ServiceBlock
 from auctions.seats import seat_assign
 from billing.models import Card, LineItem, Rating, Settlement, Statement
 from billing.ratings import provider_rating_summary, recipient_rating_summary
@@ -639,6 +639,16 @@ def leases(w: World) -> list[Variant]:
     ]
 
 
+def leases_by_id(w: World) -> list[Variant]:
+    """B's leases as objects of their own (`leases/{id}/`): its recipient's, its group's, and,
+    seen from its provider, a lease of its block."""
+    return [
+        Variant("B's lease", {"id": _b(w, "lease").pk}, {"id": MISSING_ID}, "recipient"),
+        Variant("B's group's lease", {"id": _b(w, "group_lease").pk}, {"id": MISSING_ID}, "group"),
+        Variant("B's ended lease", {"id": _b(w, "ended_lease").pk}, {"id": MISSING_ID}, "provider"),
+    ]
+
+
 def seats(w: World) -> list[Variant]:
     lease_b, group_lease_b = _b(w, "lease").pk, _b(w, "group_lease").pk
     seat_b, group_seat_b = _b(w, "seat").pk, _b(w, "group_seat").pk
@@ -762,6 +772,7 @@ objects("/groups/{group_id}/offers/{id}/accept", group_offers, POST={})
 objects("/jobs/{id}/", one("job", "recipient"), GET=None)
 objects("/jobs/{id}/manifest", one("job", "recipient"), GET=None)
 objects("/jobs/{id}/output", one("job", "recipient"), GET=None)
+objects("/leases/{id}/", leases_by_id, GET=None)
 objects("/leases/{lease_id}/seats/", leases, GET=None, POST={"kind": "user", "email": "x@x.test"})
 objects("/leases/{lease_id}/seats/{id}/", seats, DELETE=None)
 for _resource, _name, _change, _patch in (
@@ -849,6 +860,12 @@ LISTS: dict[tuple[str, str], ListEntry] = {
     ),
     (f"{API}/groups/", "GET"): ListEntry(_of_b(BuyingGroup, organization__in="b_orgs"), "group"),
     (f"{API}/jobs/", "GET"): ListEntry(_of_b(Job, organization__in="b_orgs"), "recipient"),
+    (f"{API}/leases/", "GET"): ListEntry(
+        lambda w: (
+            _of_b(Lease, winner__in="b_orgs")(w) | _of_b(Lease, block__provider="b_provider")(w)
+        ),
+        "recipient",
+    ),
     (f"{API}/networks/", "GET"): ListEntry(_of_b(Network, provider="b_provider"), "provider"),
     (f"{API}/offers/", "GET"): ListEntry(_of_b(Offer, provider="b_provider"), "provider"),
     (f"{API}/routing-paths/", "GET"): ListEntry(

@@ -171,7 +171,7 @@ def test_a_second_device_with_the_same_identifier_is_refused(maker, recipient):
 
     response = maker.post(DEVICES, {"name": "Copy", "identifier": "SN-7"}, format="json")
 
-    body = assert_problem(response, status=400, code="validation_failed")
+    body = assert_problem(response, status=409, code="already_exists")
     assert "already has a device with this identifier" in str(body["errors"])
     assert ClientDevice.objects.filter(organization=recipient).count() == 1
 

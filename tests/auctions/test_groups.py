@@ -11,6 +11,7 @@ from django.utils import timezone
 from auctions.groups import (
     GroupRefused,
     bid_limit_of,
+    group_create,
     group_offer_accept,
     group_offer_create,
     group_offers_decide,
@@ -26,6 +27,7 @@ from auctions.groups import (
     pledge_update,
 )
 from auctions.models import (
+    BuyingGroup,
     GroupOfferStatus,
     Lease,
     LeaseShare,
@@ -607,3 +609,11 @@ def test_a_device_whose_invitation_was_declined_can_be_deleted():
     client_device_remove(device=device)
 
     assert not ClientDevice.objects.filter(pk=device.pk).exists()
+
+
+@pytest.mark.parametrize("name", ["Night shift\nBcc: everyone@example.com", "Tab\there"])
+def test_a_group_name_of_more_than_one_printable_line_is_refused(name):
+    with pytest.raises(GroupRefused) as refused:
+        group_create(user=UserFactory(), name=name, currency="USD", role="sponsored")
+    assert refused.value.code == "invalid_name"
+    assert not BuyingGroup.objects.exists()

@@ -94,6 +94,12 @@ def _signed_in(browser, server: str, user, path: str):
     return page
 
 
+def _live(page) -> None:
+    """Wait for the auction page's websocket: a bid sent before it is posted as a form, and
+    its answer is the page's message rather than the live feedback."""
+    expect(page.locator("#auction-live")).to_have_attribute("data-connection", "live")
+
+
 def _card_typed(page, number: str, *, name: str = "Ada Lovelace") -> None:
     """Fill the name and localstripe's five card inputs, once its Element is mounted."""
     element = page.get_by_test_id("card-element")
@@ -147,6 +153,7 @@ def test_a_recipient_refused_for_want_of_a_card_saves_one_and_then_bids(
     auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=10))
     path = f"/auctions/{auction.pk}/"
     page = _signed_in(chromium, card_server, user, path)
+    _live(page)
     page.get_by_label("Your bid (USD)").fill("10.50")
     page.get_by_role("button", name="Place bid").click()
     expect(page.get_by_test_id("bid-feedback")).to_contain_text("Add a card on file before bidding")
@@ -158,6 +165,7 @@ def test_a_recipient_refused_for_want_of_a_card_saves_one_and_then_bids(
     expect(_saved_message(page, "4242")).to_be_visible()
 
     page.goto(f"{card_server}{path}")
+    _live(page)
     page.get_by_label("Your bid (USD)").fill("10.50")
     page.get_by_role("button", name="Place bid").click()
     expect(page.get_by_test_id("bid-feedback")).to_contain_text("You are leading at 10.50 USD")

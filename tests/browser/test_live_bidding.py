@@ -17,7 +17,8 @@ from playwright.sync_api import expect
 
 from auctions.live import bidder_handle
 from auctions.models import Bid, BidChannel
-from tests.factories import PASSWORD, AuctionFactory, buyer
+from auctions.services import bid_place
+from tests.factories import PASSWORD, AuctionFactory, StaffUserFactory, buyer
 from tests.support.processes import serve_start, stop
 from tests.support.queues import private_queue_close, private_queue_open
 
@@ -229,3 +230,39 @@ def test_a_buyer_without_javascript_bids_with_the_plain_form(asgi_server, chromi
 
     bid = Bid.objects.get(auction=auction)
     assert (bid.bidder, bid.amount_minor, bid.channel) == (organization, 1010, BidChannel.WEB)
+
+
+def test_a_bid_staff_retract_in_the_admin_leaves_every_watchers_page_live(asgi_server, chromium):
+    auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=5))
+    first, second = buyer(), buyer()
+    bid_place(auction_id=auction.pk, bidder=first[0], user=first[1], amount_minor=1200)
+    retracted = bid_place(
+        auction_id=auction.pk, bidder=second[0], user=second[1], amount_minor=1300
+    )
+    path = f"/auctions/{auction.pk}/"
+    outbid = _page_signed_in(chromium, asgi_server, first[1], path)
+    leading = _page_signed_in(chromium, asgi_server, second[1], path)
+    _live(outbid)
+    _live(leading)
+    expect(leading.get_by_test_id("standing")).to_have_text("You are leading")
+    expect(outbid.locator("[data-live=history] tr")).to_have_count(2)
+
+    staff = StaffUserFactory()
+    admin = chromium.new_context().new_page()
+    admin.goto(f"{asgi_server}/admin/login/?next=/admin/auctions/auction/{auction.pk}/change/")
+    admin.locator("input[name=username]").fill(staff.email)
+    admin.locator("input[name=password]").fill(PASSWORD)
+    admin.get_by_role("button", name="Log in").click()
+    admin.get_by_role("link", name="Retract…").last.click()
+    admin.get_by_label("Reason").fill("the bidder's account was taken over")
+    admin.get_by_role("button", name="Retract the bid").click()
+    expect(admin.locator(".messagelist")).to_contain_text(f"Bid #{retracted.bid.pk} retracted")
+
+    timeout = LIVE_SECONDS * 1000
+    for page in (outbid, leading):
+        expect(page.get_by_test_id("price")).to_have_text("12.00 USD", timeout=timeout)
+        expect(page.get_by_test_id("leader")).to_have_text(bidder_handle(auction.pk, first[0].pk))
+        expect(page.locator("[data-live=history] tr")).to_have_count(1)
+    expect(outbid.get_by_test_id("standing")).to_have_text("You are leading")
+    # its only bid no longer counts: it is neither leading nor outbid
+    expect(leading.get_by_test_id("standing")).to_have_text("")

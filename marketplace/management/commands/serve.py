@@ -8,6 +8,7 @@ from daphne.server import Server  # isort: skip
 import threading
 import time
 
+import daphne.http_protocol
 from daphne.endpoints import build_endpoint_description_strings
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -19,6 +20,18 @@ from marketplace.taskqueue import periodic_sweeper_start, task_worker_build
 # How long a stopping server waits for the embedded worker to finish its task. A task cut
 # short is run again once its lease runs out.
 WORKER_STOP_SECONDS = 10
+
+
+class StreamedFormRequest(daphne.http_protocol.WebRequest):
+    """daphne's HTTP request, with Twisted's own form parsing off. By default Twisted reads a
+    whole multipart body into memory and parses it before the application sees a byte: for a
+    capture upload of up to JOB_UPLOAD_MAX_BYTES that is twice its size in the server process,
+    and a malformed body got a bare 400 from Twisted. Django parses the body itself, streaming
+    it to disk, and answers a malformed one with its own error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)
 
 
 class Command(BaseCommand):
@@ -56,6 +69,8 @@ class Command(BaseCommand):
                 threads.append(periodic_sweeper_start(stop=stop))
             self._announce(server, worker)
 
+        # daphne's protocol factory builds each request from this module-level name.
+        daphne.http_protocol.WebRequest = StreamedFormRequest
         server = Server(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
@@ -82,5 +97,8 @@ class Command(BaseCommand):
         if worker is not None:
             self.stdout.write(f"Embedded task worker {worker.name} ({worker.backend_label})")
         else:
-            self.stdout.write("No embedded task worker: run `manage.py worker` for tasks")
+            self.stdout.write(
+                "No embedded task worker: run `manage.py worker` for tasks and the periodic "
+                "jobs (auctions close in the workers)"
+            )
         self.stdout.flush()

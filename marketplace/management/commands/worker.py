@@ -1,4 +1,11 @@
-"""`manage.py worker`: a separate task worker, for when the server's embedded one is not enough."""
+"""`manage.py worker`: a separate task worker process.
+
+Scaled out (servers with EMBEDDED_WORKER=false, the default with Redis), the workers are the
+only processes that run tasks *and* the periodic jobs: opening and closing auctions on time,
+recovering tasks of dead workers, expiring work claims, webhooks, charges. Every worker runs
+them; each job locks what it changes and skips what another worker holds, so M workers do
+each piece of work once. Run at least one worker wherever the servers run without one.
+"""
 
 import threading
 
