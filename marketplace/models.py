@@ -352,3 +352,16 @@ class TaskLease(models.Model):
 
     def __str__(self):
         return f"{self.task_path} [{self.result_id}]"
+
+
+class RateCounter(models.Model):
+    """A rate-limit window's counter kept in the database while the cache (Redis) does not
+    answer (marketplace.ratelimit), so sign-in and bids stay limited across every process;
+    incremented with one atomic upsert, deleted by a periodic job once its window is over."""
+
+    bucket = models.CharField(max_length=255, unique=True)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return f"{self.bucket}: {self.count}"

@@ -1,21 +1,38 @@
-"""Rate limits with atomic counters (SPEC §8): sign-in attempts and bids. A limit is a fixed
-window ("10/minute"): the first request of a window creates its counter in the cache (an add,
-which only one request wins), every request increments it with the cache's atomic increment
-(Redis INCR with REDIS_URL; a process-local lock in the embedded default), and the counter
-expires with its window. Unlike DRF's cache throttle, which reads a history, changes it and
-writes it back, concurrent requests can never all pass on a stale read. When the cache does not
-answer (Redis stopped), nothing is limited and a warning is logged: signing in and bidding go
-on."""
+"""Rate limits with atomic counters (SPEC §8): sign-in attempts, bids and API calls. A limit
+is a fixed window ("10/minute"): the first request of a window creates its counter in the cache
+(an add, which only one request wins), every request increments it with the cache's atomic
+increment (Redis INCR with REDIS_URL; a process-local lock in the embedded default), and the
+counter expires with its window. Unlike DRF's cache throttle, which reads a history, changes it
+and writes it back, concurrent requests can never all pass on a stale read.
 
+When the cache does not answer (Redis stopped), the counters move to the database: one upsert
+per request (INSERT … ON CONFLICT DO UPDATE … RETURNING, atomic on PostgreSQL and SQLite), so
+every process still shares one count and the limits hold through the outage. A process that saw
+the cache fail goes straight to the database for CACHE_RETRY_SECONDS rather than wait for the
+cache's time-out on every request. Only if the database fails too is a request let through
+unlimited (with a warning): the outage is then not the limiter's to report."""
+
+import hashlib
 import ipaddress
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.db import DatabaseError, connection, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+
+from marketplace.models import RateCounter
 
 logger = logging.getLogger(__name__)
+
+# After the cache fails, how long a process counts in the database before trying it again.
+CACHE_RETRY_SECONDS = 5.0
+_cache_retry_at = 0.0  # time.monotonic() before which this process skips the cache
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # DRF's spellings, which API_THROTTLE_* rates used before: 600/min, 600/m, 10/s, 5/h, 100/d
@@ -43,24 +60,75 @@ def rate_parse(rate: str) -> tuple[int, int]:
 
 def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
     """Count one request of `ident` in `scope` against `rate`; whether it is allowed."""
+    global _cache_retry_at
     limit, window = rate_parse(rate)
     now = int(time.time())
     start = now - now % window
     key = f"ratelimit:{scope}:{ident}:{start}"
-    try:
-        for _ in range(2):  # the counter may expire between the add and the increment: again
-            cache.add(key, 0, timeout=window + 5)
-            try:
-                count = cache.incr(key)
-                break
-            except ValueError:
-                continue
-        else:
-            count = limit + 1  # no counter kept: refuse rather than allow without a limit
-    except Exception:  # the cache (Redis) is down: sign-in and bids go on, unlimited, said
-        logger.warning("Rate limit %s not counted: the cache does not answer", scope)
-        return RateDecision(True, 0, limit, window)
-    return RateDecision(count <= limit, count, limit, max(1, start + window - now))
+    retry_after = max(1, start + window - now)
+    count = None
+    if time.monotonic() >= _cache_retry_at:
+        try:
+            count = _cache_count(key, window)
+        except Exception as error:  # the cache backend's own connection errors
+            _cache_retry_at = time.monotonic() + CACHE_RETRY_SECONDS
+            logger.warning(
+                "Rate limit %s counted in the database: the cache does not answer (%s)",
+                scope,
+                type(error).__name__,
+            )
+    if count is None:
+        try:
+            count = _database_count(key, expires=start + window)
+        except DatabaseError:
+            logger.warning("Rate limit %s not counted: neither cache nor database answers", scope)
+            return RateDecision(True, 0, limit, retry_after)
+    return RateDecision(count <= limit, count, limit, retry_after)
+
+
+def _cache_count(key: str, window: int) -> int:
+    for _ in range(2):  # the counter may expire between the add and the increment: again
+        cache.add(key, 0, timeout=window + 5)
+        try:
+            return cache.incr(key)
+        except ValueError:
+            continue
+    return 2**31  # no counter kept: refuse rather than allow without a limit
+
+
+def _database_count(key: str, *, expires: int) -> int:
+    """The window's counter in the database (RateCounter), incremented atomically: concurrent
+    upserts of one bucket serialize on its row."""
+    quote = connection.ops.quote_name
+    # only the model's own names are formatted in, quoted; the values are parameters
+    table, bucket, count, expires_at = map(
+        quote, (RateCounter._meta.db_table, "bucket", "count", "expires_at")
+    )
+    sql = (
+        f"INSERT INTO {table} ({bucket}, {count}, {expires_at}) VALUES (%s, 1, %s) "  # noqa: S608
+        f"ON CONFLICT ({bucket}) DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}"
+    )
+    if len(key) > 255:  # a long address typed at sign-in: its digest, one bucket all the same
+        key = "ratelimit:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    ends = datetime.fromtimestamp(expires, tz=UTC)
+    if not settings.USE_TZ:
+        ends = timezone.make_naive(ends)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [key, connection.ops.adapt_datetimefield_value(ends)])
+        return cursor.fetchone()[0]
+
+
+def rate_counters_delete_expired() -> int:
+    """Delete the database's counters whose window is over; how many."""
+    deleted, _ = RateCounter.objects.filter(expires_at__lt=timezone.now()).delete()
+    return deleted
+
+
+@receiver(setting_changed)
+def _cache_retry_reset(*, setting, **kwargs):
+    global _cache_retry_at
+    if setting == "CACHES":  # a new cache is tried at once
+        _cache_retry_at = 0.0
 
 
 def client_address(request) -> str:
@@ -81,11 +149,15 @@ def client_address(request) -> str:
     return str(parsed)
 
 
+def user_ident(user) -> str:
+    """A signed-in user's bucket: its id and the moment it joined (counters in a shared Redis
+    outlive a test database, whose ids start again)."""
+    joined = int(user.date_joined.timestamp() * 1_000_000) if user.date_joined else 0
+    return f"user-{user.pk}-{joined}"
+
+
 def bid_rate_count(user) -> RateDecision:
     """One bid of a signed-in user, from a page or a websocket, against the bids' rate (the
     API's API_THROTTLE_BIDS; the API counts a session user in the same bucket)."""
     rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["bids"]
-    # the user's id and the moment it joined: counters in a shared Redis outlive a (test)
-    # database, whose ids start again
-    joined = int(user.date_joined.timestamp() * 1_000_000) if user.date_joined else 0
-    return rate_count(scope="bids", ident=f"user-{user.pk}-{joined}", rate=rate)
+    return rate_count(scope="bids", ident=user_ident(user), rate=rate)

@@ -1,5 +1,6 @@
 """Tasks and periodic jobs of the shared kernel."""
 
+from marketplace.ratelimit import rate_counters_delete_expired
 from marketplace.services import IDEMPOTENCY_REPLAY_HOURS, idempotency_records_delete_expired
 from marketplace.taskqueue import durable_task, periodic
 
@@ -17,3 +18,10 @@ def idempotency_records_prune(*, older_than_hours: int = IDEMPOTENCY_REPLAY_HOUR
 def idempotency_records_prune_hourly() -> int:
     # Every worker runs this; deleting what is already gone is harmless.
     return idempotency_records_delete_expired()
+
+
+@periodic(every_seconds=300)
+def rate_counters_prune() -> int:
+    # Counters are kept in the database only while the cache is down; those of windows that
+    # are over go. Every worker runs this; deleting what is already gone is harmless.
+    return rate_counters_delete_expired()

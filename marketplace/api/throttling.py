@@ -1,64 +1,79 @@
-"""Rate limits: each API key and each signed-in user has its own bucket."""
-
-import logging
+"""Rate limits of the API, each counted atomically (marketplace.ratelimit: the cache's atomic
+increment, the database's upsert while the cache is down): anonymous calls per client address,
+calls per API key or signed-in user, and a tighter limit on placing bids."""
 
 from django.conf import settings
-from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
+from rest_framework.throttling import BaseThrottle
 
-from marketplace.ratelimit import bid_rate_count, rate_count
-
-logger = logging.getLogger(__name__)
+from marketplace.ratelimit import client_address, rate_count, user_ident
 
 
-class _FailOpen:
-    """When the cache (Redis) does not answer, the request goes on unlimited and a warning is
-    logged, as marketplace.ratelimit does: an outage of the counters is no outage of the API."""
+class AtomicRateThrottle(BaseThrottle):
+    """A DRF throttle over marketplace.ratelimit. `rate` is DEFAULT_THROTTLE_RATES[scope]
+    unless a subclass sets it; a rate of None turns the throttle off."""
 
-    def allow_request(self, request, view):
-        try:
-            return super().allow_request(request, view)
-        except Exception as error:  # the cache backend's own connection errors
-            logger.warning(
-                "API rate limit %s not counted: the cache does not answer (%s)",
-                self.scope,
-                type(error).__name__,
-            )
-            return True
-
-
-class AnonThrottle(_FailOpen, AnonRateThrottle):
-    """DRF's limit on anonymous calls, failing open when the cache is down."""
-
-
-class PrincipalRateThrottle(_FailOpen, UserRateThrottle):
-    """Like DRF's user throttle, but an API key counts as itself (keys have no user id)."""
-
-    def get_cache_key(self, request, view):
-        api_key = getattr(request.user, "api_key", None)
-        if api_key is not None:
-            return self.cache_format % {"scope": self.scope, "ident": f"key-{api_key.pk}"}
-        return super().get_cache_key(request, view)
-
-
-class BidRateThrottle(BaseThrottle):
-    """A tighter limit on placing bids, per key or user (SPEC §8: rate limits on bidding),
-    counted atomically (marketplace.ratelimit), so bids sent at once cannot all slip through
-    on a stale count. The rate is DEFAULT_THROTTLE_RATES["bids"] (API_THROTTLE_BIDS)."""
-
-    scope = "bids"
+    scope: str
+    rate: str | None = None
 
     def __init__(self):
         self.retry_after = None
 
+    def ident(self, request) -> str | None:
+        """The bucket the request counts in; None when this throttle does not apply."""
+        raise NotImplementedError
+
     def allow_request(self, request, view):
-        api_key = getattr(request.user, "api_key", None)
-        if api_key is None:  # a signed-in user: the same bucket as its page and websocket bids
-            decision = bid_rate_count(request.user)
-        else:  # a key by its random prefix: counters outlive a test database in a shared Redis
-            rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
-            decision = rate_count(scope=self.scope, ident=f"key-{api_key.prefix}", rate=rate)
+        rate = self.rate or settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.scope)
+        ident = self.ident(request)
+        if rate is None or ident is None:
+            return True
+        decision = rate_count(scope=self.scope, ident=ident, rate=rate)
         self.retry_after = decision.retry_after
         return decision.allowed
 
     def wait(self):
         return self.retry_after
+
+
+def _principal_ident(request) -> str | None:
+    """An API key by its random prefix, a signed-in user by its id and the moment it joined
+    (counters in a shared Redis outlive a test database, whose ids start again)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    api_key = getattr(user, "api_key", None)
+    if api_key is not None:
+        return f"key-{api_key.prefix}"
+    return user_ident(user)
+
+
+class AnonThrottle(AtomicRateThrottle):
+    """Calls without a key or session, per client address."""
+
+    scope = "anon"
+
+    def ident(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return None
+        return client_address(request)
+
+
+class PrincipalRateThrottle(AtomicRateThrottle):
+    """Calls of one API key or one signed-in user: each has its own bucket."""
+
+    scope = "user"
+
+    def ident(self, request):
+        return _principal_ident(request)
+
+
+class BidRateThrottle(AtomicRateThrottle):
+    """A tighter limit on placing bids (SPEC §8), per key or user; a signed-in user's API bids
+    share the bucket of its page and websocket bids (marketplace.ratelimit.bid_rate_count).
+    The rate is DEFAULT_THROTTLE_RATES["bids"] (API_THROTTLE_BIDS)."""
+
+    scope = "bids"
+
+    def ident(self, request):
+        return _principal_ident(request)

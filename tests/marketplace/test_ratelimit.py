@@ -1,14 +1,21 @@
 """Rate limits with atomic counters: sign-in attempts per account and per address, counted
 so that requests at once cannot slip through together (the cache's atomic increment: Redis
-INCR on PostgreSQL + Redis, a locked counter in the embedded default)."""
+INCR on PostgreSQL + Redis, a locked counter in the embedded default), and counted in the
+database while the cache does not answer."""
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from marketplace import taskqueue
+from marketplace.models import RateCounter
 from marketplace.ratelimit import rate_count, rate_parse
 from tests.factories import PASSWORD, UserFactory
 
@@ -75,19 +82,113 @@ def test_sign_in_attempts_from_one_address_are_limited(settings):
     assert response.status_code == 429
 
 
-def test_sign_in_goes_on_unlimited_while_the_cache_is_down(settings, caplog):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # what a stopped Redis looks like
-        }
+STOPPED_REDIS = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # what a stopped Redis looks like
     }
+}
+
+
+def test_sign_in_stays_limited_in_the_database_while_the_cache_is_down(settings, caplog):
+    settings.CACHES = STOPPED_REDIS
+    settings.LOGIN_RATE_PER_ACCOUNT = "2/day"
     user = UserFactory(email=f"{uuid.uuid4().hex}@example.com")
+    for _ in range(2):
+        response = Client().post(reverse("login"), {"username": user.email, "password": "x"})
+        assert response.status_code == 200  # the form again, with its usual error
 
     response = Client().post(reverse("login"), {"username": user.email, "password": PASSWORD})
 
+    assert response.status_code == 429
+    assert "Too many sign-in attempts: wait" in response.content.decode()
+    # the counters are the database's, shared by every process
+    account = RateCounter.objects.get(bucket__contains=":login-account:")
+    assert account.count == 3
+    # a process that saw the cache fail does not wait for it again on each request
+    warnings = [r for r in caplog.records if "counted in the database" in r.getMessage()]
+    assert len(warnings) == 1
+    # within its limit, another account signs in
+    other = UserFactory(email=f"{uuid.uuid4().hex}@example.com")
+    response = Client().post(reverse("login"), {"username": other.email, "password": PASSWORD})
     assert response.status_code == 302
-    assert "not counted: the cache does not answer" in caplog.text
+
+
+def test_bids_through_the_api_stay_limited_while_the_cache_is_down(settings):
+    from tests.factories import AuctionFactory, buyer
+
+    settings.CACHES = STOPPED_REDIS
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "bids": "2/day",
+        },
+    }
+    _organization, user = buyer()
+    client = Client()
+    client.force_login(user)
+    auction = AuctionFactory()
+    url = f"/api/v1/auctions/{auction.pk}/bids/"
+    for amount in (1000, 1200):
+        response = client.post(url, {"amount_minor": amount}, content_type="application/json")
+        assert response.status_code == 201
+
+    response = client.post(url, {"amount_minor": 1500}, content_type="application/json")
+
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
+    # the page's form counts in the same bucket
+    response = client.post(f"/auctions/{auction.pk}/", {"amount": "16.00", "client_bid_id": "p"})
+    assert response.status_code == 429
+    assert auction.bids.count() == 2
+
+
+@pytest.mark.skipif(
+    not settings.IS_POSTGRES,
+    reason="SQLite's in-memory test database refuses concurrent writers (the table is locked) "
+    "rather than queueing them; the PostgreSQL run of CI counts them",
+)
+@pytest.mark.django_db(transaction=True)
+def test_database_counters_count_requests_at_once_exactly(settings):
+    settings.CACHES = STOPPED_REDIS
+    scope, allowed = f"test-{uuid.uuid4().hex}", []
+    barrier = threading.Barrier(10)
+
+    def hit():
+        barrier.wait()
+        try:
+            for _ in range(5):
+                allowed.append(rate_count(scope=scope, ident="one", rate="23/day").allowed)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=hit) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(allowed) == 50
+    assert allowed.count(True) == 23  # never more, never fewer
+    assert RateCounter.objects.get(bucket__startswith=f"ratelimit:{scope}:").count == 50
+
+
+def test_counters_of_windows_that_are_over_are_pruned(settings):
+    from marketplace.tasks import rate_counters_prune
+
+    settings.CACHES = STOPPED_REDIS
+    rate_count(scope="test-minute", ident=uuid.uuid4().hex, rate="5/minute")
+    rate_count(scope="test-day", ident=uuid.uuid4().hex, rate="5/day")
+    RateCounter.objects.filter(bucket__contains=":test-minute:").update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert rate_counters_prune() == 1
+
+    assert [c.bucket.split(":")[1] for c in RateCounter.objects.all()] == ["test-day"]
+    # every worker runs it among its periodic jobs
+    assert "marketplace.tasks.rate_counters_prune" in taskqueue._periodic_jobs
 
 
 def test_bids_from_the_page_share_the_users_limit_and_say_how_long_to_wait(settings, client):
