@@ -87,7 +87,12 @@ from marketplace.api.idempotency import idempotent
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import Problem
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
+from marketplace.api.schema import (
+    IDEMPOTENCY_PARAMETERS,
+    ApiAutoSchema,
+    problem_example,
+    problem_responses,
+)
 from marketplace.api.strict import StrictJsonTypes
 from marketplace.models import MANAGING_ROLES, ClientDevice, Membership, Organization, User
 from marketplace.money import CURRENCY_CHOICES
@@ -889,32 +894,20 @@ INVITE_EXAMPLES = [
         value={"kind": "phone", "phone_number": "+14155550123"},
     ),
 ]
-PHONE_PROBLEM_EXAMPLE = OpenApiExample(
-    "Not a telephone number",
-    response_only=True,
-    status_codes=["422"],
-    value={
-        "type": "https://segment.exchange/problems/invalid-phone-number",
-        "title": "Unprocessable content",
-        "status": 422,
-        "detail": "'12345' is not a telephone number in E.164 form (+ country code and number, "
-        "at most 15 digits, e.g. +14155550123).",
-        "code": "invalid_phone_number",
-        "instance": "/api/v1/groups/4/members/",
-    },
+PHONE_PROBLEM_EXAMPLE = problem_example(
+    422,
+    "invalid_phone_number",
+    "'12345' is not a telephone number in E.164 form (+ country code and number, "
+    "at most 15 digits, e.g. +14155550123).",
+    name="Not a telephone number",
+    instance="/api/v1/groups/4/members/",
 )
-SHARES_PROBLEM_EXAMPLE = OpenApiExample(
-    "Shares over 100 %",
-    response_only=True,
-    status_codes=["422"],
-    value={
-        "type": "https://segment.exchange/problems/shares-over-100",
-        "title": "Unprocessable content",
-        "status": 422,
-        "detail": "The payers' shares would add up to 120 %: at most 100 %.",
-        "code": "shares_over_100",
-        "instance": "/api/v1/group-invitations/12/accept",
-    },
+SHARES_PROBLEM_EXAMPLE = problem_example(
+    422,
+    "shares_over_100",
+    "The payers' shares would add up to 120 %: at most 100 %.",
+    name="Shares over 100 %",
+    instance="/api/v1/group-invitations/12/accept",
 )
 OFFER_EXAMPLE = OpenApiExample(
     "An open offer",
@@ -944,18 +937,12 @@ OFFER_EXAMPLE = OpenApiExample(
         "decided_at": None,
     },
 )
-SEATS_FULL_EXAMPLE = OpenApiExample(
-    "All seats taken",
-    response_only=True,
-    status_codes=["409"],
-    value={
-        "type": "https://segment.exchange/problems/seats-full",
-        "title": "Conflict",
-        "status": 409,
-        "detail": "All 2 seats of this lease are taken: release one first.",
-        "code": "seats_full",
-        "instance": "/api/v1/leases/15/seats/",
-    },
+SEATS_FULL_EXAMPLE = problem_example(
+    409,
+    "seats_full",
+    "All 2 seats of this lease are taken: release one first.",
+    name="All seats taken",
+    instance="/api/v1/leases/15/seats/",
 )
 SEAT_EXAMPLE = OpenApiExample(
     "A device's seat",

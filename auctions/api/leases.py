@@ -21,8 +21,7 @@ from auctions.api.groups import ActsAsPerson, one_of
 from auctions.api.serializers import QueryIntegerField
 from auctions.models import Lease
 from marketplace.api.permissions import ScopedAccess
-from marketplace.api.problems import PROBLEM_CONTENT_TYPE
-from marketplace.api.schema import ApiAutoSchema, problem_responses
+from marketplace.api.schema import ApiAutoSchema, problem_example, problem_responses
 from providers.selectors import provider_of
 from segmentation.api.serializers import ID_MAX
 
@@ -186,34 +185,20 @@ LEASE_EXAMPLE = OpenApiExample(
         "created_at": "2026-11-20T06:00:00Z",
     },
 )
-LEASE_FILTER_EXAMPLE = OpenApiExample(
-    "A filter value that is not valid",
-    media_type=PROBLEM_CONTENT_TYPE,
-    response_only=True,
-    status_codes=["400"],
-    value={
-        "type": "https://segment.exchange/problems/validation-failed",
-        "title": "Bad request",
-        "status": 400,
-        "detail": 'role: "buyer" is not a valid choice.',
-        "code": "validation_failed",
-        "instance": "/api/v1/leases/?role=buyer",
-        "errors": {"role": ['"buyer" is not a valid choice.']},
-    },
+LEASE_FILTER_EXAMPLE = problem_example(
+    400,
+    "validation_failed",
+    'role: "buyer" is not a valid choice.',
+    name="A filter value that is not valid",
+    instance="/api/v1/leases/?role=buyer",
+    errors={"role": ['"buyer" is not a valid choice.']},
 )
-LEASE_404_EXAMPLE = OpenApiExample(
-    "Not one of your leases",
-    media_type=PROBLEM_CONTENT_TYPE,
-    response_only=True,
-    status_codes=["404"],
-    value={
-        "type": "https://segment.exchange/problems/lease-not-found",
-        "title": "Not found",
-        "status": 404,
-        "detail": "No lease you hold, nor one of your blocks, has this id.",
-        "code": "lease_not_found",
-        "instance": "/api/v1/leases/999/",
-    },
+LEASE_404_EXAMPLE = problem_example(
+    404,
+    "lease_not_found",
+    "No lease you hold, nor one of your blocks, has this id.",
+    name="Not one of your leases",
+    instance="/api/v1/leases/999/",
 )
 LEASE_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The lease's id.")
 LEASE_404 = "`lease_not_found`: no lease you hold, nor one of your blocks, has this id."

@@ -45,11 +45,12 @@ from marketplace.api.authentication import ApiKeyPrincipal
 from marketplace.api.idempotency import IdempotentCreateMixin, idempotent
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
-from marketplace.api.problems import PROBLEM_CONTENT_TYPE, Problem
+from marketplace.api.problems import Problem
 from marketplace.api.schema import (
     IDEMPOTENCY_PARAMETERS,
     ApiAutoSchema,
     PublicReadAutoSchema,
+    problem_example,
     problem_responses,
 )
 from marketplace.api.throttling import BidRateThrottle
@@ -271,35 +272,21 @@ BID_PLACED_EXAMPLE = OpenApiExample(
         "placed_at": "2026-11-25T17:58:41Z",
     },
 )
-BID_TOO_LOW_EXAMPLE = OpenApiExample(
-    "Below the next acceptable bid",
-    media_type=PROBLEM_CONTENT_TYPE,
-    response_only=True,
-    status_codes=["422"],
-    value={
-        "type": "https://segment.exchange/problems/bid-too-low",
-        "title": "Unprocessable content",
-        "status": 422,
-        "detail": "Bid at least 620.00 EUR: the price plus the increment.",
-        "code": "bid_too_low",
-        "instance": "/api/v1/auctions/42/bids/",
-        "minimum_minor": 62000,
-    },
+BID_TOO_LOW_EXAMPLE = problem_example(
+    422,
+    "bid_too_low",
+    "Bid at least 620.00 EUR: the price plus the increment.",
+    name="Below the next acceptable bid",
+    instance="/api/v1/auctions/42/bids/",
+    minimum_minor=62000,
 )
-AUCTION_FILTER_EXAMPLE = OpenApiExample(
-    "A filter value that is not valid",
-    media_type=PROBLEM_CONTENT_TYPE,
-    response_only=True,
-    status_codes=["400"],
-    value={
-        "type": "https://segment.exchange/problems/validation-failed",
-        "title": "Bad request",
-        "status": 400,
-        "detail": "min_rate: Give a whole number of Mbit/s, e.g. 100.",
-        "code": "validation_failed",
-        "instance": "/api/v1/auctions/?min_rate=fast",
-        "errors": {"min_rate": ["Give a whole number of Mbit/s, e.g. 100."]},
-    },
+AUCTION_FILTER_EXAMPLE = problem_example(
+    400,
+    "validation_failed",
+    "min_rate: Give a whole number of Mbit/s, e.g. 100.",
+    name="A filter value that is not valid",
+    instance="/api/v1/auctions/?min_rate=fast",
+    errors={"min_rate": ["Give a whole number of Mbit/s, e.g. 100."]},
 )
 
 BID_403 = (

@@ -349,50 +349,36 @@ PDF_RESPONSE = {
         OpenApiTypes.BINARY, description="The statement as a PDF document (A4)."
     )
 }
+STATEMENT_SUMMARY = {
+    "number": "ST-202611-00012-USD-ALL",
+    "url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/",
+    "pdf_url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/pdf",
+    "period_start": "2026-11-01",
+    "period_end": "2026-12-01",
+    "presentation": "consolidated",
+    "provider": None,
+    "currency": "USD",
+    "charges_minor": 17000,
+    "credits_minor": -1250,
+    "carried_minor": 0,
+    "total_minor": 15750,
+    "amount_due_minor": 15750,
+    "status": "paid",
+    "issued_at": "2026-12-01T00:05:12Z",
+    "paid_at": "2026-12-01T00:06:40Z",
+}
 STATEMENT_LIST_EXAMPLE = OpenApiExample(
     "A paid monthly statement",
     response_only=True,
     status_codes=["200"],
-    value={
-        "number": "ST-202611-00012-USD-ALL",
-        "url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/",
-        "pdf_url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/pdf",
-        "period_start": "2026-11-01",
-        "period_end": "2026-12-01",
-        "presentation": "consolidated",
-        "provider": None,
-        "currency": "USD",
-        "charges_minor": 17000,
-        "credits_minor": -1250,
-        "carried_minor": 0,
-        "total_minor": 15750,
-        "amount_due_minor": 15750,
-        "status": "paid",
-        "issued_at": "2026-12-01T00:05:12Z",
-        "paid_at": "2026-12-01T00:06:40Z",
-    },
+    value=STATEMENT_SUMMARY,
 )
 
 STATEMENT_EXAMPLE = OpenApiExample(
     "A consolidated statement",
     response_only=True,
     value={
-        "number": "ST-202611-00012-USD-ALL",
-        "url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/",
-        "pdf_url": "https://segment.exchange/api/v1/statements/ST-202611-00012-USD-ALL/pdf",
-        "period_start": "2026-11-01",
-        "period_end": "2026-12-01",
-        "presentation": "consolidated",
-        "provider": None,
-        "currency": "USD",
-        "charges_minor": 17000,
-        "credits_minor": -1250,
-        "carried_minor": 0,
-        "total_minor": 15750,
-        "amount_due_minor": 15750,
-        "status": "paid",
-        "issued_at": "2026-12-01T00:05:12Z",
-        "paid_at": "2026-12-01T00:06:40Z",
+        **STATEMENT_SUMMARY,
         "groups": [
             {
                 "provider": {"slug": "alpha", "legal_name": "Alpha Networks Ltd"},

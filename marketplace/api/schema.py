@@ -37,9 +37,19 @@ class ProblemSerializer(serializers.Serializer):
     )
 
 
-def _problem_example(status: int, code: str, detail: str, **extra) -> OpenApiExample:
+def problem_example(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    name: str | None = None,
+    instance: str = "/api/v1/networks/",
+    **extra,
+) -> OpenApiExample:
+    """An OpenAPI example of a problem response (RFC 9457), shaped as problems.py answers one:
+    named `name` (else its code), at the path `instance`, with any extra members."""
     return OpenApiExample(
-        code,
+        name or code,
         response_only=True,
         status_codes=[str(status)],
         media_type=PROBLEM_CONTENT_TYPE,
@@ -49,7 +59,7 @@ def _problem_example(status: int, code: str, detail: str, **extra) -> OpenApiExa
             "status": status,
             "detail": detail,
             "code": code,
-            "instance": "/api/v1/networks/",
+            "instance": instance,
             **extra,
         },
     )
@@ -57,41 +67,41 @@ def _problem_example(status: int, code: str, detail: str, **extra) -> OpenApiExa
 
 # One example of each problem status: what every error of the API looks like.
 PROBLEM_EXAMPLES = {
-    400: _problem_example(
+    400: problem_example(
         400,
         "validation_failed",
         "capacity_mbps: Ensure this value is greater than or equal to 1.",
         errors={"capacity_mbps": ["Ensure this value is greater than or equal to 1."]},
     ),
-    401: _problem_example(401, "invalid_api_key", "The API key is not valid."),
-    403: _problem_example(
+    401: problem_example(401, "invalid_api_key", "The API key is not valid."),
+    403: problem_example(
         403,
         "insufficient_scope",
         "This API key may only read; writing needs a key with the write scope.",
     ),
-    404: _problem_example(404, "not_found", "Not found."),
-    409: _problem_example(
+    404: problem_example(404, "not_found", "Not found."),
+    409: problem_example(
         409,
         "already_exists",
         "This provider already has a network with this name.",
         errors={"non_field_errors": ["This provider already has a network with this name."]},
     ),
-    413: _problem_example(413, "upload_too_large", "The upload is larger than 2.0 GiB."),
-    415: _problem_example(
+    413: problem_example(413, "upload_too_large", "The upload is larger than 2.0 GiB."),
+    415: problem_example(
         415, "unsupported_media_type", 'Unsupported media type "text/plain" in request.'
     ),
-    422: _problem_example(
+    422: problem_example(
         422,
         "idempotency_key_reused",
         "This Idempotency-Key was already used for a different request; use a new key for a "
         "new request.",
     ),
-    503: _problem_example(
+    503: problem_example(
         503,
         "payments_unavailable",
         "The payment provider cannot be reached; nothing was changed. Retry later.",
     ),
-    429: _problem_example(
+    429: problem_example(
         429,
         "throttled",
         "Request was throttled. Expected available in 12 seconds.",

@@ -32,7 +32,12 @@ from marketplace.api.idempotency import REPLAYED_HEADER, IdempotentCreateMixin, 
 from marketplace.api.organization import api_organization
 from marketplace.api.permissions import ScopedAccess
 from marketplace.api.problems import PROBLEM_CONTENT_TYPE, Problem, problem_response
-from marketplace.api.schema import IDEMPOTENCY_PARAMETERS, ApiAutoSchema, problem_responses
+from marketplace.api.schema import (
+    IDEMPOTENCY_PARAMETERS,
+    ApiAutoSchema,
+    problem_example,
+    problem_responses,
+)
 from segmentation import services
 from segmentation.api.serializers import (
     JobCreateSerializer,
@@ -195,21 +200,14 @@ JOB_CREATED_EXAMPLE = OpenApiExample(
         "sla_breach": None,
     },
 )
-JOB_REFUSED_EXAMPLE = OpenApiExample(
-    "Not a capture",
-    media_type=PROBLEM_CONTENT_TYPE,
-    response_only=True,
-    status_codes=["422"],
-    value={
-        "type": "https://segment.exchange/problems/not-a-capture",
-        "title": "Unprocessable content",
-        "status": 422,
-        "detail": "The upload is neither pcap nor pcapng.",
-        "code": "not_a_capture",
-        "instance": "/api/v1/jobs/",
-        "job": 78,
-        "job_url": "https://segment.exchange/api/v1/jobs/78/",
-    },
+JOB_REFUSED_EXAMPLE = problem_example(
+    422,
+    "not_a_capture",
+    "The upload is neither pcap nor pcapng.",
+    name="Not a capture",
+    instance="/api/v1/jobs/",
+    job=78,
+    job_url="https://segment.exchange/api/v1/jobs/78/",
 )
 
 
