@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from billing import stripe_gateway as gateway
-from billing.localstripe import TEST_CARD_SUCCEEDS, localstripe_setup_intent_confirm
-from billing.models import BillingAccount, Charge, ChargeStatus, Statement, StatementStatus
-from billing.payments import card_setup_finish, card_setup_start
-from billing.statements import statements_build
+from billing.models import Charge, ChargeStatus, StatementStatus
 from tests.conftest import WEBHOOK_SECRET
-from tests.factories import (
-    LeaseFactory,
-    OrganizationFactory,
-    VerifiedProviderFactory,
-    member_of,
+from tests.support.charges import (
+    payment_intents_of,
+    recipient_with_card,
+    statements_due,
 )
 from tests.support.processes import PROCESS_WAIT_SECONDS, kill, manage_start, wait_for
 
@@ -161,45 +156,18 @@ def _read(log: Path) -> str:
     return log.read_text() if log.exists() else ""
 
 
-def _recipient_with_card(url_base: str, name: str):
-    """A recipient whose card (one that always pays) was saved at localstripe in the browser."""
-    organization = OrganizationFactory(name=name)
-    member_of(organization)
-    setup = card_setup_start(organization=organization)
-    localstripe_setup_intent_confirm(
-        url_base=url_base, client_secret=setup.client_secret, number=TEST_CARD_SUCCEEDS
-    )
-    card_setup_finish(organization=organization, setup_intent_id=setup.id)
-    return organization
-
-
-def _statements_due(recipients, prices) -> list[Statement]:
-    """One issued statement per recipient (a lease won in the period), none charged yet."""
-    provider = VerifiedProviderFactory()
-    for organization, price in zip(recipients, prices, strict=True):
-        lease = LeaseFactory(winner=organization, block__provider=provider, price_minor=price)
-        type(lease).objects.filter(pk=lease.pk).update(created_at=WON_AT)
-    statements = statements_build(period_start=PERIOD[0], period_end=PERIOD[1])
-    assert len(statements) == len(recipients)
-    assert all(s.status == StatementStatus.ISSUED and s.amount_due_minor > 0 for s in statements)
-    return statements
-
-
-def _payment_intents_of(charge: Charge) -> list[gateway.PaymentIntentInfo]:
-    """Every PaymentIntent localstripe holds for the charge (its metadata names it)."""
-    account = BillingAccount.objects.get(organization=charge.statement.organization_id)
-    return gateway.payment_intents_find(
-        customer_id=account.stripe_customer_id, metadata_key="charge", metadata_value=str(charge.pk)
-    )
-
-
 def test_two_processes_charging_at_once_charge_each_statement_once(
     stripe_on_localstripe, charges_run_together
 ):
     recipients = [
-        _recipient_with_card(stripe_on_localstripe.url, f"Recipient {n}") for n in range(RECIPIENTS)
+        recipient_with_card(stripe_on_localstripe.url, f"Recipient {n}") for n in range(RECIPIENTS)
     ]
-    statements = _statements_due(recipients, [10_000 + 111 * n for n in range(RECIPIENTS)])
+    statements = statements_due(
+        recipients,
+        [10_000 + 111 * n for n in range(RECIPIENTS)],
+        period=PERIOD,
+        won_at=WON_AT,
+    )
     assert not Charge.objects.exists()
 
     charges_run_together(2)
@@ -209,7 +177,7 @@ def test_two_processes_charging_at_once_charge_each_statement_once(
         assert statement.status == StatementStatus.PAID, statement.number
         charge = Charge.objects.get(statement=statement)
         assert charge.status == ChargeStatus.SUCCEEDED, statement.number
-        intents = _payment_intents_of(charge)
+        intents = payment_intents_of(charge)
         # one PaymentIntent, paid, for the amount due: the card was charged once
         assert [(i.status, i.amount_minor) for i in intents] == [
             ("succeeded", statement.amount_due_minor)
@@ -222,8 +190,8 @@ def test_two_processes_charging_at_once_charge_each_statement_once(
 def test_a_charge_of_a_killed_process_taken_over_by_two_at_once_is_paid_once(
     killed, stripe_on_localstripe, start_process, charges_run_together, tmp_path
 ):
-    recipient = _recipient_with_card(stripe_on_localstripe.url, "Acme Analytics")
-    (statement,) = _statements_due([recipient], [12_345])
+    recipient = recipient_with_card(stripe_on_localstripe.url, "Acme Analytics")
+    (statement,) = statements_due([recipient], [12_345], period=PERIOD, won_at=WON_AT)
     hung_file = tmp_path / "hung"
     process, log = start_process(
         "charge-then-hang",
@@ -238,7 +206,7 @@ def test_a_charge_of_a_killed_process_taken_over_by_two_at_once_is_paid_once(
     charge = Charge.objects.get(statement=statement)
     assert charge.status == ChargeStatus.PROCESSING
     charged = ["succeeded"] if killed == "after_stripe_charged" else []
-    assert [i.status for i in _payment_intents_of(charge)] == charged
+    assert [i.status for i in payment_intents_of(charge)] == charged
 
     # the killed run's time is up: both runs find the charge's answer lost
     charges_run_together(2, now=charge.next_attempt_at + timedelta(seconds=1))
@@ -247,7 +215,7 @@ def test_a_charge_of_a_killed_process_taken_over_by_two_at_once_is_paid_once(
     charge.refresh_from_db()
     assert statement.status == StatementStatus.PAID
     assert charge.status == ChargeStatus.SUCCEEDED
-    intents = _payment_intents_of(charge)
+    intents = payment_intents_of(charge)
     assert [(i.status, i.amount_minor) for i in intents] == [
         ("succeeded", statement.amount_due_minor)
     ]

@@ -1,8 +1,12 @@
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 from django.db import connections
+
+from tests.conftest import WEBHOOK_SECRET
+from tests.support.browser import served_on_private_queue
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -47,3 +51,21 @@ def browser_page(django_db_setup, live_server, chromium_browser):
     page = chromium_browser.new_page()
     page.set_default_timeout(15000)
     yield page, live_server.url
+
+
+@pytest.fixture
+def localstripe_server(transactional_db, settings, stripe_on_localstripe, tmp_path):
+    """`manage.py serve` on a free port, on the test database and a private task queue, its
+    gateway on the session's localstripe (no Stripe key); its address. No task worker or
+    periodic jobs: nothing but the pages may charge or change a card."""
+    with served_on_private_queue(
+        settings,
+        tmp_path / "serve.log",
+        EMBEDDED_WORKER="false",
+        CHANNELS_PREFIX=f"sx-test-{uuid.uuid4().hex[:12]}",
+        STRIPE_SECRET_KEY="",
+        STRIPE_PUBLISHABLE_KEY="",
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        LOCALSTRIPE_URL=stripe_on_localstripe.url,
+    ) as url:
+        yield url

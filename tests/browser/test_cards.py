@@ -9,7 +9,6 @@ The pages run in the real server (`manage.py serve`) in a process of its own on 
 database (`transaction=True`, so it sees the test's rows), told where localstripe is through
 its environment; its Stripe.js is localstripe's, loaded from `stripe_js_url()`."""
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -27,16 +26,13 @@ from billing.payments import statement_charge
 from billing.statements import statements_build
 from marketplace.models import OrganizationKind
 from tests.billing.test_statements import NOVEMBER, lease_won
-from tests.conftest import WEBHOOK_SECRET
 from tests.factories import (
-    PASSWORD,
     AuctionFactory,
     OrganizationFactory,
     VerifiedProviderFactory,
     member_of,
 )
-from tests.support.processes import serve_start, stop
-from tests.support.queues import private_queue_close, private_queue_open
+from tests.support.browser import page_signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -47,27 +43,9 @@ AUTHENTICATION_SECONDS = 20  # localstripe's answers, then the server reads Stri
 
 
 @pytest.fixture
-def card_server(transactional_db, settings, stripe_on_localstripe, tmp_path):
-    """`manage.py serve` on a free port, on the test database and a private task queue, its
-    gateway on the session's localstripe (no Stripe key); its address."""
-    private = private_queue_open(settings)
-    process = None
-    try:
-        # No task worker or periodic jobs: nothing but the pages may charge or change a card.
-        process, url = serve_start(
-            private.name,
-            tmp_path / "serve.log",
-            EMBEDDED_WORKER="false",
-            CHANNELS_PREFIX=f"sx-test-{uuid.uuid4().hex[:12]}",
-            STRIPE_SECRET_KEY="",
-            STRIPE_PUBLISHABLE_KEY="",
-            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-            LOCALSTRIPE_URL=stripe_on_localstripe.url,
-        )
-        yield url
-    finally:
-        stop(process)
-        private_queue_close(private)
+def card_server(localstripe_server):
+    """The server on localstripe (tests/browser/conftest.py); its address."""
+    return localstripe_server
 
 
 @pytest.fixture
@@ -81,17 +59,6 @@ def recipient():
     """A recipient organization and its owner."""
     organization = OrganizationFactory(name="Acme Analytics", kind=OrganizationKind.RECIPIENT)
     return organization, member_of(organization)
-
-
-def _signed_in(browser, server: str, user, path: str):
-    page = browser.new_context().new_page()
-    page.set_default_timeout(15000)
-    page.goto(f"{server}/accounts/login/?next={path}")
-    page.locator("input[name=username]").fill(user.email)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{server}{path}")
-    return page
 
 
 def _live(page) -> None:
@@ -124,7 +91,7 @@ def test_a_card_typed_into_the_element_is_saved_and_listed_as_the_default(
     card_server, chromium, recipient
 ):
     organization, user = recipient
-    page = _signed_in(chromium, card_server, user, CARDS)
+    page = page_signed_in(chromium, card_server, user, CARDS)
     expect(_card_rows(page)).to_have_text([NO_CARD])
 
     _card_typed(page, TEST_CARD_SUCCEEDS)
@@ -152,7 +119,7 @@ def test_a_recipient_refused_for_want_of_a_card_saves_one_and_then_bids(
     organization, user = recipient
     auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=10))
     path = f"/auctions/{auction.pk}/"
-    page = _signed_in(chromium, card_server, user, path)
+    page = page_signed_in(chromium, card_server, user, path)
     _live(page)
     page.get_by_label("Your bid (USD)").fill("10.50")
     page.get_by_role("button", name="Place bid").click()
@@ -177,7 +144,7 @@ def test_a_card_declined_at_attach_shows_the_error_and_is_not_saved(
     card_server, chromium, recipient
 ):
     _, user = recipient
-    page = _signed_in(chromium, card_server, user, CARDS)
+    page = page_signed_in(chromium, card_server, user, CARDS)
 
     _card_typed(page, TEST_CARD_DECLINED_AT_ATTACH)
     page.get_by_role("button", name="Save the card").click()
@@ -197,7 +164,7 @@ def test_a_charge_that_needs_authentication_is_confirmed_with_the_bank_and_paid(
     card_server, chromium, recipient
 ):
     organization, user = recipient
-    page = _signed_in(chromium, card_server, user, CARDS)
+    page = page_signed_in(chromium, card_server, user, CARDS)
 
     # Saving the card: localstripe asks for authentication when it is set up.
     _card_typed(page, TEST_CARD_REQUIRES_AUTHENTICATION)

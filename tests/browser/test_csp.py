@@ -8,7 +8,6 @@ As in test_cards, the real server (`manage.py serve`) runs in a process of its o
 database, its gateway on the session's localstripe (no Stripe key), so its policy allows
 localstripe's origin."""
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,6 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from marketplace.models import OrganizationKind
-from tests.conftest import WEBHOOK_SECRET
 from tests.factories import (
     PASSWORD,
     AuctionFactory,
@@ -26,8 +24,6 @@ from tests.factories import (
     buyer,
     member_of,
 )
-from tests.support.processes import serve_start, stop
-from tests.support.queues import private_queue_close, private_queue_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -43,26 +39,9 @@ POLICY_WORDS = ("content security policy", "refused to")
 
 
 @pytest.fixture
-def server(transactional_db, settings, stripe_on_localstripe, tmp_path):
-    """`manage.py serve` on a free port, on the test database and a private task queue, its
-    gateway on the session's localstripe; its address."""
-    private = private_queue_open(settings)
-    process = None
-    try:
-        process, url = serve_start(
-            private.name,
-            tmp_path / "serve.log",
-            EMBEDDED_WORKER="false",
-            CHANNELS_PREFIX=f"sx-test-{uuid.uuid4().hex[:12]}",
-            STRIPE_SECRET_KEY="",
-            STRIPE_PUBLISHABLE_KEY="",
-            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-            LOCALSTRIPE_URL=stripe_on_localstripe.url,
-        )
-        yield url
-    finally:
-        stop(process)
-        private_queue_close(private)
+def server(localstripe_server):
+    """The server on localstripe (tests/browser/conftest.py); its address."""
+    return localstripe_server
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from playwright.sync_api import expect
 
 from auctions.models import Auction, Bid, Lease, LeaseSeat, LeaseShare
 from auctions.services import auction_close
-from tests.factories import PASSWORD, AuctionFactory, buying_group, group_joined
-from tests.support.processes import serve_start, stop
-from tests.support.queues import private_queue_close, private_queue_open
+from tests.factories import AuctionFactory, buying_group, group_joined
+from tests.support.browser import page_signed_in, served_on_private_queue
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,31 +24,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def asgi_server(transactional_db, tmp_path, settings):
     """`manage.py serve` on a free port, on the test database and a private task queue; its
     address."""
-    private = private_queue_open(settings)
-    process = None
-    try:
-        process, url = serve_start(private.name, tmp_path / "serve.log", EMBEDDED_WORKER="false")
+    with served_on_private_queue(settings, tmp_path / "serve.log", EMBEDDED_WORKER="false") as url:
         yield url
-    finally:
-        stop(process)
-        private_queue_close(private)
 
 
 @pytest.fixture
 def chromium(asgi_server, chromium_browser):
     """Debian's Chromium (closed before the server stops)."""
     return chromium_browser
-
-
-def _page_signed_in(browser, server: str, user, path: str):
-    page = browser.new_context().new_page()
-    page.set_default_timeout(15000)
-    page.goto(f"{server}/accounts/login/?next={path}")
-    page.locator("input[name=username]").fill(user.email)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{server}{path}")
-    return page
 
 
 def test_a_group_admin_bids_for_the_group_and_a_sponsored_member_sees_its_seat(
@@ -61,7 +43,7 @@ def test_a_group_admin_bids_for_the_group_and_a_sponsored_member_sees_its_seat(
     path = f"/auctions/{auction.pk}/"
 
     # The admin acts for the group through the organization switcher, then bids.
-    admin_page = _page_signed_in(chromium, asgi_server, admin, path)
+    admin_page = page_signed_in(chromium, asgi_server, admin, path)
     admin_page.get_by_label("Acting for").select_option(label="Harbour Cooperative")
     expect(admin_page.locator(".message")).to_contain_text("You now act for Harbour Cooperative")
     expect(admin_page).to_have_url(f"{asgi_server}{path}")
@@ -103,7 +85,7 @@ def test_a_group_admin_bids_for_the_group_and_a_sponsored_member_sees_its_seat(
     expect(admin_page.get_by_test_id("seat-count")).to_contain_text("1 of 5 seats taken, 4 free.")
 
     # The sponsored member, signed in, sees the seat it holds.
-    member_page = _page_signed_in(
+    member_page = page_signed_in(
         chromium, asgi_server, sponsored.user, f"/leases/{lease.pk}/seats/"
     )
     expect(member_page.get_by_test_id("seats")).to_contain_text(

@@ -16,7 +16,8 @@ from playwright.sync_api import expect
 
 from segmentation.models import Job, JobStatus
 from tests.captures import CAPTURES_DIR
-from tests.factories import PASSWORD, LeaseFactory, member_of
+from tests.factories import LeaseFactory, member_of
+from tests.support.browser import page_signed_in
 from tests.support.processes import manage_start, serve_start, stop
 from tests.support.queues import private_queue_close, private_queue_open
 
@@ -75,14 +76,7 @@ RECORD_CHANGES = """() => {
 
 
 def _signed_in_on_new_job(browser, server: str, user, **context_options):
-    page = browser.new_context(**context_options).new_page()
-    page.set_default_timeout(15000)
-    page.goto(f"{server}/accounts/login/?next=/jobs/new/")
-    page.locator("input[name=username]").fill(user.email)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{server}/jobs/new/")
-    return page
+    return page_signed_in(browser, server, user, "/jobs/new/", **context_options)
 
 
 def test_the_job_page_follows_an_uploaded_capture_live_to_its_downloads(job_server, chromium):

@@ -19,8 +19,7 @@ from auctions.live import bidder_handle
 from auctions.models import Bid, BidChannel
 from auctions.services import bid_place
 from tests.factories import PASSWORD, AuctionFactory, StaffUserFactory, buyer
-from tests.support.processes import serve_start, stop
-from tests.support.queues import private_queue_close, private_queue_open
+from tests.support.browser import page_signed_in, served_on_private_queue
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,32 +30,15 @@ LIVE_SECONDS = 1  # SPEC §4.2: every watcher sees a bid within one second
 def asgi_server(transactional_db, tmp_path, settings):
     """`manage.py serve` on a free port, on the test database and a private task queue; its
     address."""
-    private = private_queue_open(settings)
-    process = None
-    try:
-        # No task worker or periodic jobs: these tests need only HTTP and websockets.
-        process, url = serve_start(private.name, tmp_path / "serve.log", EMBEDDED_WORKER="false")
+    # No task worker or periodic jobs: these tests need only HTTP and websockets.
+    with served_on_private_queue(settings, tmp_path / "serve.log", EMBEDDED_WORKER="false") as url:
         yield url
-    finally:
-        stop(process)
-        private_queue_close(private)
 
 
 @pytest.fixture
 def chromium(asgi_server, chromium_browser):
     """Debian's Chromium (closed before the server stops)."""
     return chromium_browser
-
-
-def _page_signed_in(browser, server: str, user, path: str, **context_options):
-    page = browser.new_context(**context_options).new_page()
-    page.set_default_timeout(15000)
-    page.goto(f"{server}/accounts/login/?next={path}")
-    page.locator("input[name=username]").fill(user.email)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{server}{path}")
-    return page
 
 
 def _live(page) -> None:
@@ -72,8 +54,8 @@ def test_a_bid_on_one_buyers_page_appears_on_the_others_within_a_second(asgi_ser
     )
     first, second = buyer(), buyer()
     path = f"/auctions/{auction.pk}/"
-    bidding = _page_signed_in(chromium, asgi_server, first[1], path)
-    watching = _page_signed_in(chromium, asgi_server, second[1], path)
+    bidding = page_signed_in(chromium, asgi_server, first[1], path)
+    watching = page_signed_in(chromium, asgi_server, second[1], path)
     _live(bidding)
     _live(watching)
     watching.evaluate("window.stillTheSamePage = true")
@@ -155,7 +137,7 @@ def test_a_page_that_misses_events_resyncs_from_a_snapshot_and_after_reconnectin
     path = f"/auctions/{auction.pk}/"
     # The other bidders' bids go through the server's plain form, so the server publishes them.
     first, second = (
-        _page_signed_in(chromium, asgi_server, buyer()[1], path, java_script_enabled=False)
+        page_signed_in(chromium, asgi_server, buyer()[1], path, java_script_enabled=False)
         for _ in range(2)
     )
     page = chromium.new_context().new_page()
@@ -189,7 +171,7 @@ def test_a_page_that_misses_events_resyncs_from_a_snapshot_and_after_reconnectin
 
 def test_a_rejected_bid_is_shown_inline_with_the_typed_amount_kept(asgi_server, chromium):
     auction = AuctionFactory()
-    page = _page_signed_in(chromium, asgi_server, buyer()[1], f"/auctions/{auction.pk}/")
+    page = page_signed_in(chromium, asgi_server, buyer()[1], f"/auctions/{auction.pk}/")
     _live(page)
 
     page.get_by_label("Your bid (USD)").fill("9.99")
@@ -218,7 +200,7 @@ def test_a_buyer_without_javascript_bids_with_the_plain_form(asgi_server, chromi
     auction = AuctionFactory()
     organization, user = buyer()
     path = f"/auctions/{auction.pk}/"
-    page = _page_signed_in(chromium, asgi_server, user, path, java_script_enabled=False)
+    page = page_signed_in(chromium, asgi_server, user, path, java_script_enabled=False)
 
     page.get_by_label("Your bid (USD)").fill("10.10")
     page.get_by_role("button", name="Place bid").click()
@@ -240,8 +222,8 @@ def test_a_bid_staff_retract_in_the_admin_leaves_every_watchers_page_live(asgi_s
         auction_id=auction.pk, bidder=second[0], user=second[1], amount_minor=1300
     )
     path = f"/auctions/{auction.pk}/"
-    outbid = _page_signed_in(chromium, asgi_server, first[1], path)
-    leading = _page_signed_in(chromium, asgi_server, second[1], path)
+    outbid = page_signed_in(chromium, asgi_server, first[1], path)
+    leading = page_signed_in(chromium, asgi_server, second[1], path)
     _live(outbid)
     _live(leading)
     expect(leading.get_by_test_id("standing")).to_have_text("You are leading")

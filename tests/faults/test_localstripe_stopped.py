@@ -28,29 +28,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from billing import stripe_gateway as gateway
-from billing.localstripe import (
-    TEST_CARD_SUCCEEDS,
-    localstripe_setup_intent_confirm,
-    localstripe_start,
-    localstripe_stop,
-)
-from billing.models import BillingAccount, Charge, ChargeStatus, Statement, StatementStatus
-from billing.payments import (
-    PROCESSING_SECONDS,
-    STRIPE_UNREACHABLE,
-    card_setup_finish,
-    card_setup_start,
-    charges_retry_due,
-)
-from billing.statements import statements_build
+from billing.localstripe import localstripe_start, localstripe_stop
+from billing.models import Charge, ChargeStatus, Statement, StatementStatus
+from billing.payments import PROCESSING_SECONDS, STRIPE_UNREACHABLE, charges_retry_due
 from tests.conftest import WEBHOOK_SECRET
-from tests.factories import (
-    PASSWORD,
-    LeaseFactory,
-    OrganizationFactory,
-    VerifiedProviderFactory,
-    member_of,
+from tests.factories import PASSWORD
+from tests.support.charges import (
+    payment_intents_of,
+    recipient_with_card,
+    statements_due,
 )
 
 pytestmark = pytest.mark.django_db
@@ -189,39 +175,6 @@ class AnswerLosingProxy:
         answer.join(timeout=30)
 
 
-def _recipient_with_card(stripe_url: str, name: str):
-    """A recipient whose card (one that always pays) was saved at this localstripe."""
-    organization = OrganizationFactory(name=name)
-    member_of(organization)
-    setup = card_setup_start(organization=organization)
-    localstripe_setup_intent_confirm(
-        url_base=stripe_url, client_secret=setup.client_secret, number=TEST_CARD_SUCCEEDS
-    )
-    card_setup_finish(organization=organization, setup_intent_id=setup.id)
-    return organization
-
-
-def _statements_due(recipients) -> list[Statement]:
-    """One issued statement per recipient (a lease won in the period), none charged yet."""
-    provider = VerifiedProviderFactory()
-    for organization, price in zip(recipients, PRICES, strict=False):
-        lease = LeaseFactory(winner=organization, block__provider=provider, price_minor=price)
-        type(lease).objects.filter(pk=lease.pk).update(created_at=WON_AT)
-    statements = statements_build(period_start=PERIOD[0], period_end=PERIOD[1])
-    assert len(statements) == len(recipients)
-    assert all(s.status == StatementStatus.ISSUED and s.amount_due_minor > 0 for s in statements)
-    return statements
-
-
-def _payment_intents(statement: Statement) -> list[gateway.PaymentIntentInfo]:
-    """Every PaymentIntent Stripe holds for the statement's charge (its metadata names it)."""
-    charge = Charge.objects.get(statement=statement)
-    account = BillingAccount.objects.get(organization=statement.organization_id)
-    return gateway.payment_intents_find(
-        customer_id=account.stripe_customer_id, metadata_key="charge", metadata_value=str(charge.pk)
-    )
-
-
 def _statement_page(statement: Statement) -> tuple[str, str]:
     """What a member of the statement's organization reads on its page: the statement's status
     and the payment's."""
@@ -240,7 +193,7 @@ def _statement_page(statement: Statement) -> tuple[str, str]:
 def _assert_charged_once(statement: Statement) -> None:
     statement.refresh_from_db()
     charge = Charge.objects.get(statement=statement)
-    intents = _payment_intents(statement)
+    intents = payment_intents_of(charge)
     # one PaymentIntent, paid, for the amount due: the card was charged once
     assert [(i.status, i.amount_minor) for i in intents] == [
         ("succeeded", statement.amount_due_minor)
@@ -258,9 +211,9 @@ def test_statements_charged_while_stripe_is_stopped_are_charged_once_when_it_is_
     stripe_of_the_test,
 ):
     recipients = [
-        _recipient_with_card(stripe_of_the_test.url, f"Recipient {n}") for n in range(len(PRICES))
+        recipient_with_card(stripe_of_the_test.url, f"Recipient {n}") for n in range(len(PRICES))
     ]
-    statements = _statements_due(recipients)
+    statements = statements_due(recipients, PRICES, period=PERIOD, won_at=WON_AT)
     now = datetime.now(UTC)
 
     stripe_of_the_test.stop()
@@ -300,8 +253,8 @@ def test_statements_charged_while_stripe_is_stopped_are_charged_once_when_it_is_
 def test_a_charge_whose_answer_was_lost_is_read_back_as_paid_not_charged_again(
     stripe_of_the_test, settings
 ):
-    (recipient,) = [_recipient_with_card(stripe_of_the_test.url, "Acme Analytics")]
-    (statement,) = _statements_due([recipient])
+    (recipient,) = [recipient_with_card(stripe_of_the_test.url, "Acme Analytics")]
+    (statement,) = statements_due([recipient], PRICES[:1], period=PERIOD, won_at=WON_AT)
     proxy = AnswerLosingProxy(("127.0.0.1", stripe_of_the_test.port))
     settings.LOCALSTRIPE_URL = proxy.url
     try:
@@ -317,7 +270,7 @@ def test_a_charge_whose_answer_was_lost_is_read_back_as_paid_not_charged_again(
             STRIPE_UNREACHABLE,
         )
         settings.LOCALSTRIPE_URL = stripe_of_the_test.url
-        assert [i.status for i in _payment_intents(statement)] == ["succeeded"]
+        assert [i.status for i in payment_intents_of(charge)] == ["succeeded"]
         settings.LOCALSTRIPE_URL = proxy.url
         statement.refresh_from_db()
         assert statement.status == StatementStatus.ISSUED

@@ -19,9 +19,9 @@ from playwright.sync_api import expect
 
 from auctions.live import bidder_handle
 from auctions.models import Bid, BidChannel
-from tests.factories import PASSWORD, AuctionFactory, buyer
+from tests.factories import AuctionFactory, buyer
 from tests.support.api import api_key_for, http_request
-from tests.support.processes import serve_start, stop
+from tests.support.browser import page_signed_in, served
 from tests.support.redis_server import PrivateRedis
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -46,36 +46,21 @@ def private_redis(tmp_path):
 def server(transactional_db, tmp_path, private_redis):
     """`manage.py serve` on the test database and the private Redis: its URL and its log."""
     log = tmp_path / "serve.log"
-    process = None
-    try:
-        process, url = serve_start(
-            f"sx-faults-{uuid.uuid4().hex[:12]}",
-            log,
-            REDIS_URL=private_redis.url,
-            # the task queue in the database: only the live side depends on this Redis
-            TASK_BACKEND="db",
-            EMBEDDED_WORKER="false",
-        )
+    with served(
+        f"sx-faults-{uuid.uuid4().hex[:12]}",
+        log,
+        REDIS_URL=private_redis.url,
+        # the task queue in the database: only the live side depends on this Redis
+        TASK_BACKEND="db",
+        EMBEDDED_WORKER="false",
+    ) as url:
         yield url, log
-    finally:
-        stop(process)
 
 
 @pytest.fixture
 def chromium(server, chromium_browser):
     """Debian's Chromium (closed before the server stops)."""
     return chromium_browser
-
-
-def _page_signed_in(browser, server: str, user, path: str, **context_options):
-    page = browser.new_context(**context_options).new_page()
-    page.set_default_timeout(15000)
-    page.goto(f"{server}/accounts/login/?next={path}")
-    page.locator("input[name=username]").fill(user.email)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(f"{server}{path}")
-    return page
 
 
 def _bid_by_plain_form(page, server: str, path: str, amount: str) -> float:
@@ -99,11 +84,11 @@ def test_bids_go_on_over_http_while_redis_is_stopped_and_the_page_resyncs_after(
     auction = AuctionFactory(closes_at=timezone.now() + timedelta(minutes=30))
     path = f"/auctions/{auction.pk}/"
     first, second, by_api, by_page = (buyer() for _ in range(4))
-    watching = _page_signed_in(chromium, base, buyer()[1], path)
+    watching = page_signed_in(chromium, base, buyer()[1], path)
     expect(watching.locator("#auction-live")).to_have_attribute("data-connection", "live")
     watching.evaluate("window.stillTheSamePage = true")
-    plain = _page_signed_in(chromium, base, first[1], path, java_script_enabled=False)
-    other = _page_signed_in(chromium, base, second[1], path, java_script_enabled=False)
+    plain = page_signed_in(chromium, base, first[1], path, java_script_enabled=False)
+    other = page_signed_in(chromium, base, second[1], path, java_script_enabled=False)
 
     # Live bidding works through this Redis.
     _bid_by_plain_form(plain, base, path, "10.00")
@@ -131,7 +116,7 @@ def test_bids_go_on_over_http_while_redis_is_stopped_and_the_page_resyncs_after(
     assert status == 201, f"API bid with Redis stopped: {status} {body[:500]!r}"
     assert seconds < HTTP_BID_SECONDS, f"an API bid took {seconds:.1f} s with Redis stopped"
     # A page with JavaScript, opened while Redis is down, says so; its form posts normally.
-    bidding = _page_signed_in(chromium, base, by_page[1], path)
+    bidding = page_signed_in(chromium, base, by_page[1], path)
     expect(_paused_notice(bidding)).to_be_visible(timeout=10000)
     bidding.get_by_label("Your bid (USD)").fill("13.00")
     bidding.get_by_role("button", name="Place bid").click()
