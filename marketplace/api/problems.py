@@ -2,9 +2,10 @@
 
 import functools
 import json
+import logging
 
 from django.apps import apps
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import UniqueConstraint
@@ -14,6 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://segment.exchange/problems/"
@@ -139,6 +142,11 @@ def problem_exception_handler(exc, context):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, ObjectDoesNotExist):
+        # A row that went while the request ran (another request deleted it after this one
+        # had read it): now, as far as this request can tell, it does not exist.
+        logger.warning("API %s: %s", type(exc).__name__, exc)
+        exc = exceptions.NotFound("It no longer exists: it was deleted while this request ran.")
 
     response = exception_handler(exc, context)
     if response is None:

@@ -125,3 +125,29 @@ def test_offer_is_deleted(client_a, provider_a):
 
     assert client_a.delete(f"{OFFERS}{offer.pk}/").status_code == 204
     assert not Offer.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_an_offer_deleted_while_the_request_runs_is_answered_as_gone(
+    client_a, provider_a, monkeypatch, method
+):
+    """Another request deletes the offer after this one has read it and before its service
+    locks it: a 404 problem, not a server error."""
+    from providers.api.views import OfferViewSet
+
+    offer = OfferFactory(provider=provider_a)
+    read = OfferViewSet.get_object
+
+    def read_then_deleted_by_another(view):
+        found = read(view)
+        Offer.objects.filter(pk=found.pk).delete()
+        return found
+
+    monkeypatch.setattr(OfferViewSet, "get_object", read_then_deleted_by_another)
+
+    response = getattr(client_a, method)(
+        f"{OFFERS}{offer.pk}/", {"is_active": False}, format="json"
+    )
+
+    body = assert_problem(response, status=404, code="not_found")
+    assert body["detail"] == "It no longer exists: it was deleted while this request ran."
