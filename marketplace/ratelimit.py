@@ -15,14 +15,16 @@ unlimited (with a warning): the outage is then not the limiter's to report."""
 import hashlib
 import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core import checks
 from django.core.cache import cache
 from django.core.signals import setting_changed
-from django.db import DatabaseError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -34,9 +36,15 @@ logger = logging.getLogger(__name__)
 CACHE_RETRY_SECONDS = 5.0
 _cache_retry_at = 0.0  # time.monotonic() before which this process skips the cache
 
-PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-# DRF's spellings, which API_THROTTLE_* rates used before: 600/min, 600/m, 10/s, 5/h, 100/d
-PERIODS.update({"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400})
+# Units of a rate, as in "10/minute": the names, their plurals and DRF's abbreviations
+# (600/min, 600/m, 10/s, 5/h, 100/d), which API_THROTTLE_* rates were written in before.
+PERIODS = {
+    **dict.fromkeys(("second", "seconds", "sec", "secs", "s"), 1),
+    **dict.fromkeys(("minute", "minutes", "min", "mins", "m"), 60),
+    **dict.fromkeys(("hour", "hours", "hr", "hrs", "h"), 3600),
+    **dict.fromkeys(("day", "days", "d"), 86400),
+}
+RATE_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,14 +56,35 @@ class RateDecision:
 
 
 def rate_parse(rate: str) -> tuple[int, int]:
-    """ "10/minute" (or 10/5minute, second, hour, day) as (limit, window in seconds)."""
-    try:
-        count, period = rate.split("/")
-        digits = "".join(ch for ch in period if ch.isdigit())
-        unit = period[len(digits) :]
-        return int(count), int(digits or 1) * PERIODS[unit]
-    except (ValueError, KeyError):
-        raise ValueError(f"Not a rate: {rate!r} (e.g. 10/minute).") from None
+    """ "10/minute" (or 10/5minutes, seconds, hours, days; see PERIODS) as (limit, window in
+    seconds)."""
+    match = RATE_PATTERN.fullmatch(rate or "")
+    unit = match and PERIODS.get(match[3].lower())
+    if not unit or not int(match[2] or 1):
+        raise ValueError(
+            f"Not a rate: {rate!r}. Write a count per period, e.g. 10/minute, 600/min, "
+            "5/15minutes, 100/day."
+        )
+    return int(match[1]), int(match[2] or 1) * unit
+
+
+def rate_settings_check(app_configs=None, **kwargs) -> list[checks.Error]:
+    """System check: every configured rate can be read, so a mistyped one stops the server at
+    start rather than failing each request it limits."""
+    rates = {
+        "LOGIN_RATE_PER_ADDRESS": settings.LOGIN_RATE_PER_ADDRESS,
+        "LOGIN_RATE_PER_ACCOUNT": settings.LOGIN_RATE_PER_ACCOUNT,
+    }
+    for scope, rate in settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}).items():
+        if rate is not None:
+            rates[f"API_THROTTLE_{scope.upper()}"] = rate
+    errors = []
+    for name, rate in rates.items():
+        try:
+            rate_parse(rate)
+        except ValueError as error:
+            errors.append(checks.Error(f"{name}: {error}", id="marketplace.E001"))
+    return errors
 
 
 def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
@@ -80,7 +109,7 @@ def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
     if count is None:
         try:
             count = _database_count(key, expires=start + window)
-        except DatabaseError:
+        except (OperationalError, InterfaceError):
             logger.warning("Rate limit %s not counted: neither cache nor database answers", scope)
             return RateDecision(True, 0, limit, retry_after)
     return RateDecision(count <= limit, count, limit, retry_after)
@@ -108,7 +137,7 @@ def _database_count(key: str, *, expires: int) -> int:
         f"INSERT INTO {table} ({bucket}, {count}, {expires_at}) VALUES (%s, 1, %s) "  # noqa: S608
         f"ON CONFLICT ({bucket}) DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}"
     )
-    if len(key) > 255:  # a long address typed at sign-in: its digest, one bucket all the same
+    if len(key) > 255 or not key.isprintable():  # e.g. what was typed at sign-in: its digest
         key = "ratelimit:sha256:" + hashlib.sha256(key.encode()).hexdigest()
     ends = datetime.fromtimestamp(expires, tz=UTC)
     if not settings.USE_TZ:

@@ -505,6 +505,40 @@ async def test_a_connection_sending_too_many_bids_is_rate_limited(
     await watcher.close()
 
 
+async def test_bids_from_the_websocket_stay_limited_while_the_cache_is_down(
+    settings, auction, bidder_a, async_db_connections_closed
+):
+    from marketplace.models import RateCounter
+
+    settings.CACHES = {  # a stopped Redis: the limit is counted in the database
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "bids": "2/day",
+        },
+    }
+    watcher = Watcher(auction.pk, user=bidder_a[1])
+    await watcher.connect()
+    for n, amount in enumerate((1000, 1100)):
+        await watcher.send({"type": "bid", "amount_minor": amount, "client_bid_id": f"c{n}"})
+        await watcher.receive_until("bid.accepted")
+
+    await watcher.send({"type": "bid", "amount_minor": 1200, "client_bid_id": "c2"})
+    refused, _ = await watcher.receive_until("error")
+
+    assert refused["code"] == "rate_limited"
+    assert (await auction_read(auction.pk)).bid_count == 2
+    counter = await database_sync_to_async(RateCounter.objects.get)(bucket__contains=":bids:")
+    assert counter.count == 3
+    await watcher.close()
+
+
 async def _publish(auction_id: int, *events: dict) -> None:
     from channels.layers import get_channel_layer
 
