@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template import loader
 
-from marketplace.api.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, TITLES
+from marketplace.api.problems import GONE_DETAIL, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, TITLES
 
 API_PREFIX = "/api/"
 # A database restart or fail-over takes seconds; clients retry after this.
@@ -69,6 +69,11 @@ def not_found(request, exception=None):
     return _answer(
         request, status=404, code="not_found", detail="There is nothing at this address."
     )
+
+
+def gone(request):
+    """What was asked for existed when the request began and was deleted while it ran."""
+    return _answer(request, status=404, code="not_found", detail=GONE_DETAIL)
 
 
 def _database_reachable() -> bool:

@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "marketplace.middleware.CurrentOrganizationMiddleware",
+    "marketplace.middleware.VanishedRowMiddleware",
 ]
 
 ROOT_URLCONF = "marketplace.urls"

@@ -17,6 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
+# The detail of a 404 for a row deleted by another request while this one ran.
+GONE_DETAIL = "It no longer exists: it was deleted while this request ran."
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://segment.exchange/problems/"
@@ -146,7 +148,7 @@ def problem_exception_handler(exc, context):
         # A row that went while the request ran (another request deleted it after this one
         # had read it): now, as far as this request can tell, it does not exist.
         logger.warning("API %s: %s", type(exc).__name__, exc)
-        exc = exceptions.NotFound("It no longer exists: it was deleted while this request ran.")
+        exc = exceptions.NotFound(GONE_DETAIL)
 
     response = exception_handler(exc, context)
     if response is None:

@@ -134,3 +134,26 @@ def test_a_database_error_while_the_database_answers_is_a_500_not_a_retry():
     assert response.status_code == 500
     assert response.json()["code"] == "server_error"
     assert "Retry-After" not in response
+
+
+def test_a_page_whose_object_another_request_deleted_is_a_404_page(login_client, monkeypatch):
+    """The member is read by the page, then deleted by another request before the service
+    locks it: the page says it no longer exists, with a 404, not a server error."""
+    from auctions import group_views
+    from auctions.groups import member_remove
+    from auctions.models import GroupMember
+    from tests.factories import buying_group, group_joined
+
+    group, admin, _ = buying_group()
+    member = group_joined(group, role="sponsored")
+
+    def removed_after_another_deleted_it(*, member, by):
+        GroupMember.objects.filter(pk=member.pk).delete()
+        return member_remove(member=member, by=by)
+
+    monkeypatch.setattr(group_views, "member_remove", removed_after_another_deleted_it)
+
+    response = login_client(admin).post(f"/groups/{group.pk}/members/{member.pk}/remove/")
+
+    assert response.status_code == 404
+    assert "It no longer exists: it was deleted while this request ran." in response.text
