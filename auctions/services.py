@@ -440,6 +440,19 @@ def _replay(auction: Auction, bid: Bid) -> BidOutcome:
     )
 
 
+# What a bid, or a bid's retraction, changes on its auction.
+STANDING_FIELDS = [
+    "current_price_minor",
+    "leader",
+    "leader_user",
+    "leader_max_minor",
+    "bid_count",
+    "seq",
+    "closes_at",
+    "extensions",
+]
+
+
 @transaction.atomic
 def bid_place(
     *,
@@ -521,19 +534,7 @@ def bid_place(
         placed_at=now,
     )
     _extend_if_in_soft_close(auction, now, events)
-    auction.save(
-        update_fields=[
-            "status",
-            "current_price_minor",
-            "leader",
-            "leader_user",
-            "leader_max_minor",
-            "bid_count",
-            "seq",
-            "closes_at",
-            "extensions",
-        ]
-    )
+    auction.save(update_fields=["status", *STANDING_FIELDS])
     audit_log_record(
         action="bid.placed",
         actor=user,
@@ -686,18 +687,7 @@ def bid_retract(*, bid_id: int, staff_user: User, reason: str) -> Auction:
     # The standing changed as a bid would change it: in the soft-close window the others get
     # the same time to answer.
     _extend_if_in_soft_close(auction, bid.retracted_at, events)
-    auction.save(
-        update_fields=[
-            "current_price_minor",
-            "leader",
-            "leader_user",
-            "leader_max_minor",
-            "bid_count",
-            "seq",
-            "closes_at",
-            "extensions",
-        ]
-    )
+    auction.save(update_fields=STANDING_FIELDS)
     audit_log_record(
         action="bid.retracted",
         actor=staff_user,

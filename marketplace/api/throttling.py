@@ -9,8 +9,9 @@ from marketplace.ratelimit import client_address, rate_count, user_ident
 
 
 class AtomicRateThrottle(BaseThrottle):
-    """A DRF throttle over marketplace.ratelimit. `rate` is DEFAULT_THROTTLE_RATES[scope]
-    unless a subclass sets it; a rate of None turns the throttle off."""
+    """A DRF throttle over marketplace.ratelimit, counting each API key or signed-in user in
+    a bucket of its own (`ident`). `rate` is DEFAULT_THROTTLE_RATES[scope] unless a subclass
+    sets it; a rate of None turns the throttle off."""
 
     scope: str
     rate: str | None = None
@@ -19,8 +20,16 @@ class AtomicRateThrottle(BaseThrottle):
         self.retry_after = None
 
     def ident(self, request) -> str | None:
-        """The bucket the request counts in; None when this throttle does not apply."""
-        raise NotImplementedError
+        """The bucket the request counts in; None when this throttle does not apply. An API
+        key by its random prefix, a signed-in user by ratelimit.user_ident (both outlive a
+        test database's ids in a shared Redis); anonymous requests are not counted here."""
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        api_key = getattr(user, "api_key", None)
+        if api_key is not None:
+            return f"key-{api_key.prefix}"
+        return user_ident(user)
 
     def allow_request(self, request, view):
         rate = self.rate or settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.scope)
@@ -33,18 +42,6 @@ class AtomicRateThrottle(BaseThrottle):
 
     def wait(self):
         return self.retry_after
-
-
-def _principal_ident(request) -> str | None:
-    """An API key by its random prefix, a signed-in user by its id and the moment it joined
-    (counters in a shared Redis outlive a test database, whose ids start again)."""
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return None
-    api_key = getattr(user, "api_key", None)
-    if api_key is not None:
-        return f"key-{api_key.prefix}"
-    return user_ident(user)
 
 
 class AnonThrottle(AtomicRateThrottle):
@@ -64,9 +61,6 @@ class PrincipalRateThrottle(AtomicRateThrottle):
 
     scope = "user"
 
-    def ident(self, request):
-        return _principal_ident(request)
-
 
 class BidRateThrottle(AtomicRateThrottle):
     """A tighter limit on placing bids (SPEC §8), per key or user; a signed-in user's API bids
@@ -74,6 +68,3 @@ class BidRateThrottle(AtomicRateThrottle):
     The rate is DEFAULT_THROTTLE_RATES["bids"] (API_THROTTLE_BIDS)."""
 
     scope = "bids"
-
-    def ident(self, request):
-        return _principal_ident(request)
