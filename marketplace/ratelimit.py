@@ -1,9 +1,10 @@
 """Rate limits with atomic counters (SPEC §8): sign-in attempts, bids and API calls. A limit
 is a fixed window ("10/minute"): the first request of a window creates its counter in the cache
-(an add, which only one request wins), every request increments it with the cache's atomic
-increment (Redis INCR with REDIS_URL; a process-local lock in the embedded default), and the
-counter expires with its window. Unlike DRF's cache throttle, which reads a history, changes it
-and writes it back, concurrent requests can never all pass on a stale read.
+(SET NX, which only one request wins), every request increments it with the cache's atomic
+increment (with REDIS_URL both in one round trip to Redis; a process-local lock in the
+embedded default), and the counter expires with its window. Unlike DRF's cache throttle,
+which reads a history, changes it and writes it back, concurrent requests can never all pass
+on a stale read.
 
 When the cache does not answer (Redis stopped), the counters move to the database: one upsert
 per request (INSERT … ON CONFLICT DO UPDATE … RETURNING, atomic on PostgreSQL and SQLite), so
@@ -22,7 +23,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core import checks
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.dispatch import receiver
@@ -116,10 +118,21 @@ def rate_count(*, scope: str, ident: str, rate: str) -> RateDecision:
 
 
 def _cache_count(key: str, window: int) -> int:
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        # One round trip: create the window's counter if it is new, then INCR it (Django's
+        # add and incr take three: SET NX, EXISTS, INCR). Django keeps integers unpickled, so
+        # the counter stays readable with cache.get.
+        full_key = backend.make_and_validate_key(key)
+        client = backend._cache.get_client(full_key, write=True)
+        pipeline = client.pipeline(transaction=False)
+        pipeline.set(full_key, 0, ex=window + 5, nx=True)
+        pipeline.incr(full_key)
+        return pipeline.execute()[1]
     for _ in range(2):  # the counter may expire between the add and the increment: again
-        cache.add(key, 0, timeout=window + 5)
+        backend.add(key, 0, timeout=window + 5)
         try:
-            return cache.incr(key)
+            return backend.incr(key)
         except ValueError:
             continue
     return 2**31  # no counter kept: refuse rather than allow without a limit

@@ -4,10 +4,12 @@ INCR on PostgreSQL + Redis, a locked counter in the embedded default), and count
 database while the cache does not answer."""
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
@@ -75,6 +77,25 @@ def test_requests_at_once_are_counted_exactly():
 
     assert len(allowed) == 100
     assert allowed.count(True) == 37  # never more, never fewer
+
+
+@pytest.mark.skipif(
+    not settings.REDIS_URL, reason="Redis counters need the Redis run of CI (REDIS_URL=redis://…)"
+)
+def test_redis_counters_expire_with_their_window_and_read_as_numbers():
+    from django.core.cache import cache, caches
+
+    scope, ident = f"test-{uuid.uuid4().hex}", "one"
+    for _ in range(3):
+        decision = rate_count(scope=scope, ident=ident, rate="5/hour")
+
+    assert (decision.count, decision.allowed) == (3, True)
+    now = int(time.time())
+    key = f"ratelimit:{scope}:{ident}:{now - now % 3600}"
+    assert cache.get(key) == 3
+    backend = caches["default"]
+    client = backend._cache.get_client(write=False)
+    assert 0 < client.ttl(backend.make_and_validate_key(key)) <= 3600 + 5
 
 
 def test_sign_in_attempts_for_one_account_are_limited_and_say_how_long_to_wait(settings):
